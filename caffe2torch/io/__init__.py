@@ -1,0 +1,1 @@
+"""Reading network definitions and weight files."""
