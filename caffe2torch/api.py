@@ -1,0 +1,99 @@
+"""The public entry points: prototxt (+ caffemodel) -> nn.Module."""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from caffe2torch.build import CaffeNet, build_module
+from caffe2torch.errors import UnsupportedLayerError
+from caffe2torch.io.caffemodel import CaffeModel, read_caffemodel, write_caffemodel
+from caffe2torch.io.prototxt import read_prototxt
+from caffe2torch.io.upgrade import NetDefinition, upgrade_net
+from caffe2torch.ir.graph import NetGraph, build_graph
+from caffe2torch.ir.shapes import infer_shapes
+from caffe2torch.layers.registry import get_converter, is_supported
+from caffe2torch.proto import caffe_pb2
+from caffe2torch.weights import WeightsReport, bind_weights, net_blobs, random_blobs
+
+log = logging.getLogger("caffe2torch")
+NetSource = str | os.PathLike[str] | caffe_pb2.NetParameter
+InputShapes = Mapping[str, Sequence[int]]
+
+
+def load_definition(net: NetSource) -> NetDefinition:
+    """Read a prototxt (path) or take a NetParameter, and upgrade it to V2."""
+    if isinstance(net, caffe_pb2.NetParameter):
+        return upgrade_net(net, source=f"<NetParameter {net.name!r}>")
+    return upgrade_net(read_prototxt(net), source=str(Path(net)))
+
+
+def load_graph(net: NetSource, input_shapes: InputShapes | None = None, *, phase: str = "TEST",
+               stages: Sequence[str] = (), level: int | None = None,
+               check: bool = True) -> NetGraph:
+    """Parse, upgrade, select the phase and infer every blob's shape.
+
+    With ``check=False`` problems (unsupported layers, missing bottoms...) are recorded in
+    ``graph.problems`` instead of raised, and shapes are not inferred if there are any.
+    """
+    definition = load_definition(net)
+    graph = build_graph(definition, phase=phase, stages=tuple(stages), level=level,
+                        supported=is_supported, check=check)
+    _check_parameter_values(graph, check)
+    if not graph.problems:
+        infer_shapes(graph, input_shapes)
+    return graph
+
+
+def _check_parameter_values(graph: NetGraph, check: bool) -> None:
+    found = []
+    for node in graph.layers:
+        if node.role == "compute" and is_supported(node.type):
+            found += [f"layer '{node.name}' ({node.type}): {why}"
+                      for why in get_converter(node.type).unsupported(node)]
+    graph.problems += found
+    graph.unsupported += found
+    if check and found:
+        lines = "\n".join(f"  - {p}" for p in found)
+        raise UnsupportedLayerError(f"{graph.definition.source}: {len(found)} unsupported "
+                                    f"parameter value(s):\n{lines}")
+
+
+def build(net: NetSource, weights: str | os.PathLike[str] | CaffeModel | None = None, *,
+          input_shapes: InputShapes | None = None, phase: str = "TEST",
+          stages: Sequence[str] = (), strict: bool = True) -> CaffeNet:
+    """Build the PyTorch model of a Caffe net, in eval mode, with the caffemodel's weights bound.
+
+    ``weights=None`` keeps the initialised parameters. ``input_shapes`` (blob name -> shape)
+    gives inputs the file leaves open and overrides declared ones. ``strict=False`` loads what
+    fits and records the findings in ``net.caffe.weights_report`` instead of raising.
+    """
+    graph = load_graph(net, input_shapes, phase=phase, stages=stages)
+    module = build_module(graph)
+    for note in graph.notes:
+        log.info("%s", note)
+    module.caffe.weights_report = None
+    if weights is not None:
+        model = weights if isinstance(weights, CaffeModel) else read_caffemodel(weights)
+        module.caffe.weights_report = bind_weights(module, model, strict=strict)
+    return module
+
+
+def load_weights(net: CaffeNet, weights: str | os.PathLike[str] | CaffeModel,
+                 strict: bool = True) -> WeightsReport:
+    """Bind a caffemodel to an already built net; returns the report (raises when strict)."""
+    model = weights if isinstance(weights, CaffeModel) else read_caffemodel(weights)
+    return bind_weights(net, model, strict=strict)
+
+
+def save_caffemodel(net: CaffeNet, path: str | os.PathLike[str], *, format: str = "V2") -> None:
+    """Write the net's current parameters as a caffemodel Caffe and OpenCV can load."""
+    write_caffemodel(path, net_blobs(net), name=net.caffe.graph.name, format=format)
+
+
+def write_random_caffemodel(net: NetSource, path: str | os.PathLike[str], *, seed: int = 0,
+                            format: str = "V2", input_shapes: InputShapes | None = None) -> None:
+    """Write a caffemodel of random, well-scaled weights for ``net`` (tests, benchmarks)."""
+    graph = load_graph(net, input_shapes)
+    write_caffemodel(path, random_blobs(graph, seed), name=graph.name, format=format)

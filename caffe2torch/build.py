@@ -1,0 +1,132 @@
+"""Turn a shaped layer graph into a torch.fx GraphModule whose submodules are the Caffe layers."""
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import fx, nn
+
+from caffe2torch.errors import Caffe2TorchError
+from caffe2torch.ir.graph import LayerNode, NetGraph
+from caffe2torch.layers.registry import get_converter
+
+
+@dataclass
+class CaffeInfo:
+    """What the converted model knows of its Caffe origin (``net.caffe``)."""
+
+    graph: NetGraph
+    input_names: list[str]
+    output_names: list[str]
+    blob_nodes: dict[str, str] = field(default_factory=dict)
+    modules: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def notes(self) -> list[str]:
+        return self.graph.notes
+
+
+class CaffeNet(fx.GraphModule):
+    """A converted Caffe net: a GraphModule with Caffe blob access.
+
+    ``net(x)`` returns the output blob (a tuple if there are several); inputs may be given by
+    position in Caffe's input order or by Caffe blob name. ``net(x, outputs=["fc7", "pool5"])``
+    returns a dict of the named blobs (any blob, intermediate ones included) from one forward pass.
+    """
+
+    caffe: CaffeInfo
+
+    def recompile(self):
+        result = super().recompile()
+        type(self).__call__ = CaffeNet._call  # fx installs its own __call__ on every recompile
+        return result
+
+    def _call(self, *args, outputs: Iterable[str] | str | None = None, **kwargs):
+        args = self._inputs_in_order(args, kwargs)
+        if outputs is None:
+            return self._wrapped_call(self, *args)
+        names = [outputs] if isinstance(outputs, str) else list(outputs)
+        return self.blob_module(names)(*args)
+
+    def _inputs_in_order(self, args: tuple, kwargs: Mapping[str, torch.Tensor]) -> tuple:
+        names = self.caffe.input_names
+        if not kwargs:
+            if len(args) != len(names):
+                raise TypeError(f"the net takes {len(names)} input(s) {names}, got {len(args)}")
+            return args
+        by_name = dict(zip(names, args))
+        for key, value in kwargs.items():
+            if key not in names or key in by_name:
+                raise TypeError(f"unexpected or repeated input '{key}'; the inputs are {names}")
+            by_name[key] = value
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise TypeError(f"missing input(s) {missing}; the inputs are {names}")
+        return tuple(by_name[n] for n in names)
+
+    def blob_module(self, names: list[str]) -> fx.GraphModule:
+        """A GraphModule (sharing this net's layers) that returns the named blobs as a dict."""
+        cache = self.__dict__.setdefault("_blob_modules", {})
+        key = tuple(names)
+        if key not in cache:
+            unknown = [n for n in names if n not in self.caffe.blob_nodes]
+            if unknown:
+                raise Caffe2TorchError(f"no blob named {unknown} in net "
+                                       f"'{self.caffe.graph.name}'; known blobs: "
+                                       f"{sorted(self.caffe.blob_nodes)}")
+            graph = fx.Graph(owning_module=self)
+            graph.graph_copy(self.graph, {})
+            nodes = {node.name: node for node in graph.nodes}
+            graph.output({n: nodes[self.caffe.blob_nodes[n]] for n in names})
+            graph.eliminate_dead_code()
+            cache[key] = fx.GraphModule(self, graph)
+        return cache[key]
+
+
+def build_module(graph: NetGraph) -> CaffeNet:
+    """Build the GraphModule for a graph whose blob shapes are inferred."""
+    fx_graph = fx.Graph()
+    modules: dict[str, nn.Module] = {}
+    values: dict[str, fx.Node] = {}
+    for blob_id in graph.inputs:
+        values[blob_id] = fx_graph.placeholder(graph.blobs[blob_id].name)
+    for node in graph.layers:
+        if node.role == "input" or not node.tops:
+            continue
+        inputs = [graph.blobs[b].shape for b in node.bottoms]
+        modules[node.module_name] = get_converter(node.type).build(node, inputs)
+        _emit(fx_graph, node, graph, values)
+    outputs = [values[b] for b in graph.outputs]
+    fx_graph.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
+    net = CaffeNet(modules, fx_graph, class_name=_class_name(graph.name))
+    info = CaffeInfo(
+        graph=graph,
+        input_names=[graph.blobs[b].name for b in graph.inputs],
+        output_names=[graph.blobs[b].name for b in graph.outputs],
+        blob_nodes={name: values[blob_id].name for name, blob_id in graph.latest.items()
+                    if blob_id in values},
+        modules={node.name: node.module_name for node in graph.layers if node.role != "input"},
+    )
+    net.caffe = info
+    net.meta["_user_preserved_attributes"] = {"caffe": info}  # kept by GraphModule deepcopy
+    return net.eval()
+
+
+def _emit(fx_graph: fx.Graph, node: LayerNode, graph: NetGraph,
+          values: dict[str, fx.Node]) -> None:
+    args = tuple(values[b] for b in node.bottoms)
+    if len(node.tops) == 1:
+        values[node.tops[0]] = fx_graph.create_node(
+            "call_module", node.module_name, args, name=node.module_name)
+        return
+    call = fx_graph.create_node("call_module", node.module_name, args, name=node.module_name)
+    for i, top in enumerate(node.tops):
+        values[top] = fx_graph.create_node(
+            "call_function", operator.getitem, (call, i), name=graph.blobs[top].name)
+
+
+def _class_name(net_name: str) -> str:
+    cleaned = "".join(ch if ch.isalnum() else "_" for ch in net_name).strip("_")
+    return cleaned if cleaned and cleaned[0].isalpha() else "CaffeNet"

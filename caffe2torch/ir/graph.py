@@ -1,0 +1,269 @@
+"""A Caffe net as a graph of layers joined by blobs (networkx), with Caffe's blob rules.
+
+Blobs are versioned: an in-place layer (top == bottom at the same index) produces a new version
+of the blob, so ``fc7`` names the value after ``relu7`` as in Caffe, while the graph stays acyclic.
+Train-only layers are dropped with a note; data layers become declared inputs.
+"""
+from __future__ import annotations
+
+import keyword
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+import networkx as nx
+import torch
+
+from caffe2torch.errors import GraphError, UnsupportedLayerError
+from caffe2torch.io.upgrade import NetDefinition
+from caffe2torch.proto import caffe_pb2
+
+Shape = tuple[int, ...]
+Role = Literal["input", "compute"]
+
+DATA_LAYER_TYPES = frozenset({
+    "Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "DummyData", "Python",
+    "AnnotatedData", "VideoData",
+})
+TRAIN_ONLY_TYPES = frozenset({"Accuracy", "HDF5Output"})
+
+
+@dataclass
+class LayerNode:
+    """One kept layer: its Caffe definition and the blob versions it reads and writes."""
+
+    index: int
+    name: str
+    type: str
+    param: caffe_pb2.LayerParameter
+    bottoms: list[str]
+    tops: list[str]
+    module_name: str
+    role: Role = "compute"
+
+
+@dataclass
+class Blob:
+    """One version of a Caffe blob."""
+
+    id: str
+    name: str
+    producer: int
+    shape: Shape | None = None
+
+
+@dataclass
+class NetGraph:
+    """The kept layers in Caffe order, their blobs, inputs and outputs."""
+
+    definition: NetDefinition
+    layers: list[LayerNode]
+    blobs: dict[str, Blob]
+    latest: dict[str, str]
+    inputs: list[str]
+    outputs: list[str]
+    graph: nx.MultiDiGraph
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    unsupported: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.definition.net.name
+
+    def layer(self, name: str) -> LayerNode:
+        for node in self.layers:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    def blob(self, name: str) -> Blob:
+        """The final version of Caffe blob ``name`` (what Caffe reports after a forward pass)."""
+        return self.blobs[self.latest[name]]
+
+
+def is_train_only(layer_type: str) -> bool:
+    return layer_type in TRAIN_ONLY_TYPES or layer_type.endswith("Loss")
+
+
+def is_data_layer(param: caffe_pb2.LayerParameter) -> bool:
+    if param.type == "Python":
+        return len(param.bottom) == 0
+    return param.type in DATA_LAYER_TYPES or param.type == "Input"
+
+
+def build_graph(definition: NetDefinition, phase: str = "TEST", stages: tuple[str, ...] = (),
+                level: int | None = None, supported=None, check: bool = True) -> NetGraph:
+    """Select the phase's layers and join them into a graph.
+
+    ``supported`` is a predicate on a layer type string; every problem found (unknown bottoms,
+    duplicate tops, unsupported types, layers out of order) is reported together.
+    """
+    state = _net_state(definition.net, phase, stages, level)
+    builder = _GraphBuilder(definition, supported)
+    for index, param in enumerate(definition.net.layer):
+        if not _state_includes(state, param, definition.source, builder.problems):
+            continue
+        builder.add(index, param)
+    graph = builder.finish()
+    if check and graph.problems:
+        cls = UnsupportedLayerError if len(graph.unsupported) == len(graph.problems) else GraphError
+        raise cls(_problem_report(definition.source, graph.problems))
+    return graph
+
+
+def _problem_report(source: str, problems: list[str]) -> str:
+    lines = "\n".join(f"  - {p}" for p in problems)
+    return f"{source}: {len(problems)} problem(s) in the network:\n{lines}"
+
+
+def _net_state(net: caffe_pb2.NetParameter, phase: str, stages, level) -> caffe_pb2.NetState:
+    state = caffe_pb2.NetState()
+    state.CopyFrom(net.state)
+    state.phase = caffe_pb2.Phase.Value(phase.upper())
+    state.stage.extend(stages)
+    if level is not None:
+        state.level = level
+    return state
+
+
+def _rule_met(state: caffe_pb2.NetState, rule: caffe_pb2.NetStateRule) -> bool:
+    if rule.HasField("phase") and rule.phase != state.phase:
+        return False
+    if rule.HasField("min_level") and state.level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and state.level > rule.max_level:
+        return False
+    if any(stage not in state.stage for stage in rule.stage):
+        return False
+    return not any(stage in state.stage for stage in rule.not_stage)
+
+
+def _state_includes(state, param, source: str, problems: list[str]) -> bool:
+    """Caffe's FilterNet: include rules win; otherwise kept unless an exclude rule matches."""
+    if len(param.include) and len(param.exclude):
+        problems.append(f"layer '{param.name}' ({param.type}) has both include and exclude "
+                        "rules; Caffe expects one kind only")
+    included = len(param.include) == 0
+    if any(_rule_met(state, rule) for rule in param.exclude):
+        included = False
+    if any(_rule_met(state, rule) for rule in param.include):
+        included = True
+    return included
+
+
+_RESERVED = frozenset(dir(torch.fx.GraphModule)) | {"caffe"}
+
+
+def module_name_for(layer_name: str, taken: set[str]) -> str:
+    """A Python identifier for a Caffe layer name, unique within ``taken``."""
+    name = re.sub(r"\W", "_", layer_name) or "layer"
+    if name[0].isdigit():
+        name = "l_" + name
+    if keyword.iskeyword(name) or name in _RESERVED:
+        name += "_"
+    candidate, n = name, 1
+    while candidate in taken:
+        candidate = f"{name}_{n}"
+        n += 1
+    taken.add(candidate)
+    return candidate
+
+
+class _GraphBuilder:
+    def __init__(self, definition: NetDefinition, supported) -> None:
+        self.definition = definition
+        self.supported = supported
+        self.layers: list[LayerNode] = []
+        self.blobs: dict[str, Blob] = {}
+        self.latest: dict[str, str] = {}
+        self.consumed: set[str] = set()
+        self.dropped_tops: dict[str, str] = {}
+        self.notes: list[str] = list(definition.notes)
+        self.problems: list[str] = []
+        self.unsupported: list[str] = []
+        self.module_names: set[str] = set()
+        self.all_tops: dict[str, str] = {
+            top: p.name for p in definition.net.layer for top in p.top}
+
+    def add(self, index: int, param: caffe_pb2.LayerParameter) -> None:
+        if is_train_only(param.type):
+            self.notes.append(f"layer '{param.name}' ({param.type}) is train-time only and is "
+                              "left out of the deploy build")
+            for top in param.top:
+                self.dropped_tops[top] = param.name
+            return
+        role: Role = "input" if is_data_layer(param) else "compute"
+        if role == "compute" and self.supported is not None and not self.supported(param.type):
+            message = f"layer '{param.name}' has unsupported type '{param.type}'"
+            self.problems.append(message)
+            self.unsupported.append(message)
+        bottoms = [self._resolve(param, slot, blob) for slot, blob in enumerate(param.bottom)]
+        if role == "input" and param.type != "Input":
+            self.notes.append(f"layer '{param.name}' ({param.type}) becomes declared input(s) "
+                              f"{list(param.top)}")
+        node = LayerNode(index=index, name=param.name, type=param.type, param=param,
+                         bottoms=[b for b in bottoms if b is not None], tops=[], role=role,
+                         module_name=module_name_for(param.name, self.module_names))
+        node.tops = [self._produce(node, slot, top) for slot, top in enumerate(param.top)]
+        self.layers.append(node)
+
+    def _resolve(self, param, slot: int, blob: str) -> str | None:
+        if blob in self.latest:
+            blob_id = self.latest[blob]
+            self.consumed.add(blob_id)
+            return blob_id
+        if blob in self.dropped_tops:
+            why = f"which only the dropped train-time layer '{self.dropped_tops[blob]}' produces"
+        elif blob in self.all_tops:
+            why = (f"which layer '{self.all_tops[blob]}' produces only later (Caffe needs layers "
+                   "in order; a forward reference forms a cycle)")
+        else:
+            why = "which no layer produces"
+        self.problems.append(f"layer '{param.name}' ({param.type}) reads bottom '{blob}' "
+                             f"(bottom {slot}), {why}")
+        return None
+
+    def _produce(self, node: LayerNode, slot: int, top: str) -> str:
+        in_place = slot < len(node.param.bottom) and node.param.bottom[slot] == top
+        if top in self.latest and not in_place:
+            producer = self.layers[self.blobs[self.latest[top]].producer].name \
+                if self.blobs[self.latest[top]].producer >= 0 else "?"
+            self.problems.append(f"layer '{node.name}' ({node.type}) writes top '{top}', which "
+                                 f"layer '{producer}' already produces (a top may be reused "
+                                 "only in place, as the bottom at the same index)")
+        version = sum(1 for b in self.blobs.values() if b.name == top)
+        blob_id = top if version == 0 else f"{top}#{version}"
+        self.blobs[blob_id] = Blob(id=blob_id, name=top, producer=len(self.layers))
+        self.latest[top] = blob_id
+        return blob_id
+
+    def finish(self) -> NetGraph:
+        inputs, outputs = self._inputs_and_outputs()
+        graph = nx.MultiDiGraph()
+        for position, node in enumerate(self.layers):
+            graph.add_node(position, name=node.name, type=node.type)
+            for blob_id in node.bottoms:
+                graph.add_edge(self.blobs[blob_id].producer, position, key=blob_id, blob=blob_id)
+        if not nx.is_directed_acyclic_graph(graph):
+            self.problems.append("the layer graph has a cycle")
+        return NetGraph(definition=self.definition, layers=self.layers, blobs=self.blobs,
+                        latest=self.latest, inputs=inputs, outputs=outputs, graph=graph,
+                        notes=self.notes, problems=self.problems, unsupported=self.unsupported)
+
+    def _inputs_and_outputs(self) -> tuple[list[str], list[str]]:
+        inputs: list[str] = []
+        for node in self.layers:
+            if node.role != "input":
+                continue
+            used = [t for t in node.tops if t in self.consumed]
+            unused = [self.blobs[t].name for t in node.tops if t not in self.consumed]
+            if node.type != "Input" and unused:
+                self.notes.append(f"input blob(s) {unused} of data layer '{node.name}' are used "
+                                  "only by train-time layers and are left out")
+                node.tops = used
+            inputs.extend(node.tops)
+        produced = [b for n in self.layers if n.role == "compute" for b in n.tops]
+        outputs = [b for b in produced if b not in self.consumed]
+        outputs += [b for b in inputs if b not in self.consumed]
+        return inputs, outputs

@@ -1,0 +1,101 @@
+"""Pooling: MAX, AVE, STOCHASTIC (test time), global; Caffe's ceil rule, clip rule, AVE divisor."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from caffe2torch.ir.graph import LayerNode
+from caffe2torch.layers._common import expect_bottoms
+from caffe2torch.layers.registry import Converter, register_converter, shape_error
+from caffe2torch.modules.pooling import CaffePool2d, pooled_size
+from caffe2torch.proto import caffe_pb2
+
+Shape = tuple[int, ...]
+P = caffe_pb2.PoolingParameter
+
+
+def pooling_geometry(layer: LayerNode):
+    """(kernel, stride, pad) pairs as Caffe's PoolingLayer::LayerSetUp reads them; None if global."""
+    p = layer.param.pooling_param
+    if p.global_pooling:
+        if p.HasField("kernel_size") or p.HasField("kernel_h") or p.HasField("kernel_w"):
+            raise shape_error(layer, "global_pooling is set, so no kernel size may be given")
+        return None
+    if p.HasField("kernel_h") or p.HasField("kernel_w"):
+        if p.HasField("kernel_size") or not (p.HasField("kernel_h") and p.HasField("kernel_w")):
+            raise shape_error(layer, "give either kernel_size or both kernel_h and kernel_w")
+        kernel = (p.kernel_h, p.kernel_w)
+    elif p.HasField("kernel_size"):
+        kernel = (p.kernel_size, p.kernel_size)
+    else:
+        raise shape_error(layer, "no kernel_size (or kernel_h/kernel_w) and no global_pooling")
+    pad = (p.pad_h, p.pad_w) if p.HasField("pad_h") or p.HasField("pad_w") else (p.pad, p.pad)
+    if p.HasField("stride_h") or p.HasField("stride_w"):
+        stride = (p.stride_h, p.stride_w)
+    else:
+        stride = (p.stride, p.stride)
+    if min(kernel) <= 0 or min(stride) <= 0:
+        raise shape_error(layer, f"kernel {kernel} and stride {stride} must be positive")
+    if any(pd >= k for pd, k in zip(pad, kernel)):
+        raise shape_error(layer, f"pad {pad} must be smaller than kernel {kernel}")
+    return kernel, stride, pad
+
+
+def rounds_up(layer: LayerNode) -> bool:
+    """True for CEIL rounding: BVLC's round_mode, or the forks' ``ceil_mode`` (same meaning flipped)."""
+    p = layer.param.pooling_param
+    if p.HasField("ceil_mode"):
+        return p.ceil_mode
+    return p.round_mode == P.CEIL
+
+
+@register_converter
+class PoolingConverter(Converter):
+    caffe_type = "Pooling"
+
+    def unsupported(self, layer: LayerNode) -> list[str]:
+        p = layer.param.pooling_param
+        problems = []
+        if p.HasField("ceil_mode") and p.HasField("round_mode") and \
+                p.ceil_mode != (p.round_mode == P.CEIL):
+            problems.append(f"round_mode {P.RoundMode.Name(p.round_mode)} contradicts "
+                            f"ceil_mode {str(p.ceil_mode).lower()}")
+        return problems
+
+    def output_shapes(self, layer: LayerNode, inputs: Sequence[Shape]) -> list[Shape]:
+        expect_bottoms(layer, inputs, 1)
+        shape = inputs[0]
+        if len(shape) != 4:
+            raise shape_error(layer, f"input has shape {shape}; Caffe pools 4-D (N, C, H, W) blobs")
+        pooled = self._pooled(layer, shape)
+        out = (shape[0], shape[1], *pooled)
+        p = layer.param.pooling_param
+        n_tops = len(layer.tops) or len(layer.param.top)
+        if n_tops == 2 and p.pool != P.MAX:
+            raise shape_error(layer, "a second (mask) top exists only for MAX pooling")
+        if min(pooled) <= 0:
+            raise shape_error(layer, f"input {shape} gives an empty output {out}")
+        return [out] * n_tops
+
+    def _pooled(self, layer: LayerNode, shape: Shape) -> tuple[int, int]:
+        geometry = pooling_geometry(layer)
+        if geometry is None:
+            return (1, 1)
+        kernel, stride, pad = geometry
+        p = layer.param.pooling_param
+        if p.pool == P.STOCHASTIC and any(pad):
+            raise shape_error(layer, f"pad {pad}: Caffe pads only AVE and MAX pooling")
+        ceil = rounds_up(layer)
+        return tuple(pooled_size(n, k, pd, s, ceil)  # type: ignore[return-value]
+                     for n, k, pd, s in zip(shape[2:], kernel, pad, stride))
+
+    def build(self, layer: LayerNode, inputs: Sequence[Shape]) -> CaffePool2d:
+        p = layer.param.pooling_param
+        geometry = pooling_geometry(layer)
+        kernel, stride, pad = geometry if geometry else ((1, 1), (1, 1), (0, 0))
+        return CaffePool2d(P.PoolMethod.Name(p.pool), kernel, stride, pad, ceil=rounds_up(layer),
+                           global_pooling=geometry is None, with_mask=len(layer.tops) == 2)
+
+    def flops(self, layer, inputs, outputs) -> int:
+        geometry = pooling_geometry(layer)
+        window = inputs[0][2] * inputs[0][3] if geometry is None else geometry[0][0] * geometry[0][1]
+        return int(outputs[0][0] * outputs[0][1] * outputs[0][2] * outputs[0][3] * window)

@@ -1,0 +1,136 @@
+"""The converter registry: one converter per Caffe layer type string.
+
+A converter owns everything about its type: the shape rule (Caffe's formulas), the
+``nn.Module`` it builds, the shapes of the Caffe parameter blobs it expects, and how those blobs
+move into and out of the module. Users register their own with :func:`register_converter`.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from caffe2torch.errors import ShapeError
+
+if TYPE_CHECKING:
+    from caffe2torch.ir.graph import LayerNode
+
+Shape = tuple[int, ...]
+C = TypeVar("C", bound=type["Converter"])
+
+
+class Converter:
+    """Base class of a layer converter; subclasses set ``caffe_type`` and override what they need.
+
+    Modules built by a converter take the layer's bottoms as positional tensors and return one
+    tensor per top (a tuple when there are several). ``caffe_blobs`` on a module names its
+    parameters/buffers in Caffe blob order, which the default load/dump use.
+    """
+
+    caffe_type: ClassVar[str] = ""
+
+    def output_shapes(self, layer: LayerNode, inputs: Sequence[Shape]) -> list[Shape]:
+        """Caffe's shape rule: the shape of every top, from the bottom shapes."""
+        raise NotImplementedError
+
+    def build(self, layer: LayerNode, inputs: Sequence[Shape]) -> nn.Module:
+        """The module computing the layer (parameters initialised, not yet loaded)."""
+        raise NotImplementedError
+
+    def blob_shapes(self, layer: LayerNode, inputs: Sequence[Shape]) -> list[Shape]:
+        """Shapes of the parameter blobs Caffe stores for this layer, in order."""
+        return []
+
+    def unsupported(self, layer: LayerNode) -> list[str]:
+        """Parameter values this converter cannot reproduce exactly (each names field and value)."""
+        return []
+
+    def load_blobs(self, module: nn.Module, blobs: Sequence[np.ndarray]) -> None:
+        """Copy Caffe blobs (already checked against ``blob_shapes``) into the module."""
+        with torch.no_grad():
+            for tensor, blob in zip(caffe_tensors(module), blobs, strict=True):
+                tensor.copy_(torch.from_numpy(np.ascontiguousarray(blob, dtype=np.float32))
+                             .reshape(tensor.shape))
+
+    def dump_blobs(self, module: nn.Module, layer: LayerNode,
+                   inputs: Sequence[Shape]) -> list[np.ndarray]:
+        """The module's parameters as Caffe blobs of ``blob_shapes`` (for writing a caffemodel)."""
+        shapes = self.blob_shapes(layer, inputs)
+        return [t.detach().cpu().numpy().astype(np.float32).reshape(shape)
+                for t, shape in zip(caffe_tensors(module), shapes, strict=True)]
+
+    def random_blobs(self, layer: LayerNode, inputs: Sequence[Shape],
+                     rng: np.random.Generator) -> list[np.ndarray]:
+        """Random but well-scaled blobs, for tests and random-weight models."""
+        return [_scaled_normal(shape, rng) for shape in self.blob_shapes(layer, inputs)]
+
+    def flops(self, layer: LayerNode, inputs: Sequence[Shape], outputs: Sequence[Shape]) -> int:
+        """Multiply-accumulate count of one forward pass (0 where negligible)."""
+        return 0
+
+
+def _scaled_normal(shape: Shape, rng: np.random.Generator) -> np.ndarray:
+    fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    std = 1.0 / np.sqrt(max(fan_in, 1)) if len(shape) > 1 else 0.1
+    return (rng.standard_normal(shape) * std).astype(np.float32)
+
+
+def caffe_tensors(module: nn.Module) -> list[torch.Tensor]:
+    """The module's parameters/buffers named by its ``caffe_blobs``, in Caffe order."""
+    return [getattr(module, name) for name in getattr(module, "caffe_blobs", ())]
+
+
+_REGISTRY: dict[str, Converter] = {}
+
+
+def register_converter(cls: C | None = None, *, replace: bool = False):
+    """Register a converter class (usable as a decorator) under its ``caffe_type``.
+
+    A type registered twice is an error unless ``replace=True`` (to override a built-in).
+    """
+    def add(converter_cls: C) -> C:
+        type_name = converter_cls.caffe_type
+        if not type_name:
+            raise ValueError(f"{converter_cls.__name__} has no caffe_type")
+        if type_name in _REGISTRY and not replace:
+            raise ValueError(f"a converter for Caffe type '{type_name}' is already registered "
+                             f"({type(_REGISTRY[type_name]).__name__}); pass replace=True")
+        _REGISTRY[type_name] = converter_cls()
+        return converter_cls
+    return add if cls is None else add(cls)
+
+
+def unregister_converter(type_name: str) -> None:
+    _REGISTRY.pop(type_name, None)
+
+
+def get_converter(type_name: str) -> Converter:
+    _ensure_builtins()
+    return _REGISTRY[type_name]
+
+
+def is_supported(type_name: str) -> bool:
+    _ensure_builtins()
+    return type_name in _REGISTRY
+
+
+def registered_types() -> list[str]:
+    _ensure_builtins()
+    return sorted(_REGISTRY)
+
+
+def registered_converters() -> dict[str, Converter]:
+    _ensure_builtins()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def _ensure_builtins() -> None:
+    import caffe2torch.layers  # noqa: F401  (registers the built-in converters on import)
+
+
+def shape_error(layer: LayerNode, message: str) -> ShapeError:
+    """A ShapeError that names the layer and its type."""
+    return ShapeError(f"layer '{layer.name}' ({layer.type}): {message}")

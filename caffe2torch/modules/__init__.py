@@ -1,0 +1,1 @@
+"""nn.Modules for Caffe semantics that torch's own layers do not reproduce."""

@@ -1,0 +1,1 @@
+"""Protocol buffer schema for Caffe files (generated code; see tools/gen_proto.py)."""

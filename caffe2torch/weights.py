@@ -1,0 +1,138 @@
+"""Bind a caffemodel's blobs to a converted net by layer name, and take them back out."""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from caffe2torch.errors import WeightsError
+from caffe2torch.ir.graph import LayerNode, NetGraph
+from caffe2torch.layers.registry import get_converter
+
+if TYPE_CHECKING:
+    from caffe2torch.build import CaffeNet
+    from caffe2torch.io.caffemodel import CaffeBlob, CaffeModel
+
+Shape = tuple[int, ...]
+
+
+@dataclass
+class WeightsReport:
+    """What binding found: each entry names layer, blob index, value and expectation."""
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def __str__(self) -> str:
+        parts = [f"{self.source}: loaded {len(self.loaded)} layer(s)"]
+        for title, items in (("missing", self.missing), ("unexpected", self.unexpected),
+                             ("mis-shaped", self.mismatched)):
+            if items:
+                parts.append(f"{len(items)} {title}:\n" + "\n".join(f"  - {i}" for i in items))
+        return "\n".join(parts)
+
+
+def parameter_layers(graph: NetGraph) -> list[tuple[LayerNode, list[Shape]]]:
+    """Every kept layer that has parameter blobs, with the blob shapes Caffe expects."""
+    found = []
+    for node in graph.layers:
+        if node.role == "input":
+            continue
+        inputs = [graph.blobs[b].shape for b in node.bottoms]
+        shapes = get_converter(node.type).blob_shapes(node, inputs)
+        if shapes:
+            found.append((node, [tuple(s) for s in shapes]))
+    return found
+
+
+def legacy_shape_matches(expected: Shape, blob: CaffeBlob) -> bool:
+    """Caffe's ShapeEquals: legacy num/channels/height/width compare with the last four axes."""
+    if not blob.legacy_dims:
+        return tuple(blob.shape) == tuple(expected)
+    if len(expected) > 4:
+        return False
+    return tuple(blob.shape) == (1,) * (4 - len(expected)) + tuple(expected)
+
+
+def bind_weights(net: CaffeNet, model: CaffeModel, strict: bool = True) -> WeightsReport:
+    """Copy ``model``'s blobs into ``net``; strict raises one WeightsError listing every problem."""
+    graph = net.caffe.graph
+    report = WeightsReport(source=str(model.path))
+    by_name: dict[str, list] = defaultdict(list)
+    for layer in model.layers:
+        if layer.blobs:
+            by_name[layer.name].append(layer)
+    seen: dict[str, int] = defaultdict(int)
+    used: set[str] = set()
+    for node, shapes in parameter_layers(graph):
+        candidates = by_name.get(node.name, [])
+        occurrence = seen[node.name]
+        seen[node.name] += 1
+        if not candidates:
+            report.missing.append(f"layer '{node.name}' ({node.type}): no blobs in the file; "
+                                  f"expected {len(shapes)} blob(s) of shapes {shapes}")
+            continue
+        # i-th layer of a name takes the i-th stored layer of that name; one stored layer is shared
+        source = candidates[occurrence] if occurrence < len(candidates) else candidates[0]
+        used.add(node.name)
+        if _check_blobs(node, shapes, source.blobs, report):
+            module = net.get_submodule(node.module_name)
+            arrays = [b.data.reshape(s) for b, s in zip(source.blobs, shapes, strict=True)]
+            get_converter(node.type).load_blobs(module, arrays)
+            report.loaded.append(node.name)
+    for name, layers in by_name.items():
+        if name not in used:
+            shapes = [tuple(b.shape) for b in layers[0].blobs]
+            report.unexpected.append(f"layer '{name}' ({layers[0].type}) in the file has blobs "
+                                     f"{shapes} but no layer of the net is named so")
+    if strict and not report.ok:
+        raise WeightsError(str(report) + "\n(pass strict=False to load what fits)")
+    return report
+
+
+def _check_blobs(node: LayerNode, shapes: list[Shape], blobs, report: WeightsReport) -> bool:
+    if len(blobs) != len(shapes):
+        report.mismatched.append(
+            f"layer '{node.name}' ({node.type}): the file has {len(blobs)} blob(s) "
+            f"{[tuple(b.shape) for b in blobs]}; expected {len(shapes)} of shapes {shapes}")
+        return False
+    good = True
+    for i, (blob, shape) in enumerate(zip(blobs, shapes, strict=True)):
+        if not legacy_shape_matches(shape, blob):
+            kind = " (legacy num/channels/height/width)" if blob.legacy_dims else ""
+            report.mismatched.append(f"layer '{node.name}' ({node.type}) blob {i}: the file has "
+                                     f"shape {tuple(blob.shape)}{kind}; expected {shape}")
+            good = False
+    return good
+
+
+def net_blobs(net: CaffeNet) -> list[tuple[str, str, list[np.ndarray]]]:
+    """The net's parameters as Caffe blobs: ``(layer name, type, blobs)`` for a caffemodel writer."""
+    graph = net.caffe.graph
+    result = []
+    for node, _ in parameter_layers(graph):
+        inputs = [graph.blobs[b].shape for b in node.bottoms]
+        module = net.get_submodule(node.module_name)
+        result.append((node.name, node.type,
+                       get_converter(node.type).dump_blobs(module, node, inputs)))
+    return result
+
+
+def random_blobs(graph: NetGraph, seed: int = 0) -> list[tuple[str, str, list[np.ndarray]]]:
+    """Random, well-scaled blobs for every parameter layer (test models, benchmarks)."""
+    rng = np.random.default_rng(seed)
+    result = []
+    for node, _ in parameter_layers(graph):
+        inputs = [graph.blobs[b].shape for b in node.bottoms]
+        result.append((node.name, node.type,
+                       get_converter(node.type).random_blobs(node, inputs, rng)))
+    return result
