@@ -21,6 +21,7 @@ class CaffeInfo:
     input_names: list[str]
     output_names: list[str]
     blob_nodes: dict[str, str] = field(default_factory=dict)
+    layer_nodes: dict[str, list[str]] = field(default_factory=dict)
     modules: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -48,7 +49,25 @@ class CaffeNet(fx.GraphModule):
         if outputs is None:
             return self._wrapped_call(self, *args)
         names = [outputs] if isinstance(outputs, str) else list(outputs)
-        return self.blob_module(names)(*args)
+        unknown = [n for n in names if n not in self.caffe.blob_nodes]
+        if unknown:
+            raise Caffe2TorchError(f"no blob named {unknown} in net '{self.caffe.graph.name}'; "
+                                   f"known blobs: {sorted(self.caffe.blob_nodes)}")
+        return self.blob_module({n: self.caffe.blob_nodes[n] for n in names})(*args)
+
+    def layer_outputs(self, *args, layers: Iterable[str] | None = None,
+                      **kwargs) -> dict[str, list[torch.Tensor]]:
+        """Each named layer's tops as that layer computed them (before later in-place layers)."""
+        args = self._inputs_in_order(args, kwargs)
+        names = list(self.caffe.layer_nodes) if layers is None else list(layers)
+        unknown = [n for n in names if n not in self.caffe.layer_nodes]
+        if unknown:
+            raise Caffe2TorchError(f"no layer named {unknown} in net '{self.caffe.graph.name}'")
+        wanted = {f"{n}\0{i}": node for n in names
+                  for i, node in enumerate(self.caffe.layer_nodes[n])}
+        values = self.blob_module(wanted)(*args)
+        return {n: [values[f"{n}\0{i}"] for i in range(len(self.caffe.layer_nodes[n]))]
+                for n in names}
 
     def _inputs_in_order(self, args: tuple, kwargs: Mapping[str, torch.Tensor]) -> tuple:
         names = self.caffe.input_names
@@ -66,20 +85,15 @@ class CaffeNet(fx.GraphModule):
             raise TypeError(f"missing input(s) {missing}; the inputs are {names}")
         return tuple(by_name[n] for n in names)
 
-    def blob_module(self, names: list[str]) -> fx.GraphModule:
-        """A GraphModule (sharing this net's layers) that returns the named blobs as a dict."""
+    def blob_module(self, wanted: Mapping[str, str]) -> fx.GraphModule:
+        """A GraphModule sharing this net's layers that returns ``{key: value of fx node}``."""
         cache = self.__dict__.setdefault("_blob_modules", {})
-        key = tuple(names)
+        key = tuple(wanted.items())
         if key not in cache:
-            unknown = [n for n in names if n not in self.caffe.blob_nodes]
-            if unknown:
-                raise Caffe2TorchError(f"no blob named {unknown} in net "
-                                       f"'{self.caffe.graph.name}'; known blobs: "
-                                       f"{sorted(self.caffe.blob_nodes)}")
             graph = fx.Graph(owning_module=self)
             graph.graph_copy(self.graph, {})
             nodes = {node.name: node for node in graph.nodes}
-            graph.output({n: nodes[self.caffe.blob_nodes[n]] for n in names})
+            graph.output({k: nodes[v] for k, v in wanted.items()})
             graph.eliminate_dead_code()
             cache[key] = fx.GraphModule(self, graph)
         return cache[key]
@@ -107,6 +121,8 @@ def build_module(graph: NetGraph) -> CaffeNet:
         output_names=[graph.blobs[b].name for b in graph.outputs],
         blob_nodes={name: values[blob_id].name for name, blob_id in graph.latest.items()
                     if blob_id in values},
+        layer_nodes={node.name: [values[t].name for t in node.tops]
+                     for node in graph.layers if all(t in values for t in node.tops)},
         modules={node.name: node.module_name for node in graph.layers if node.role != "input"},
     )
     net.caffe = info

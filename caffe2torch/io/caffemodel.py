@@ -275,7 +275,7 @@ class _Wire:
             if allowed is None:
                 pos = self.skip(number, wire, pos, end)
             elif wire not in allowed:
-                wanted = " or ".join(_WIRE_NAMES[w] for w in allowed)
+                wanted = " or ".join(f"{w} ({_WIRE_NAMES[w]})" for w in allowed)
                 self.fail(tag_pos, f"{message} field {number} with wire type {wire} "
                           f"({_WIRE_NAMES[wire]})", f"wire type {wanted}")
             else:

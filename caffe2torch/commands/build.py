@@ -1,0 +1,60 @@
+"""Convert a Caffe net and print its layer table.
+
+examples:
+  caffe2torch build deploy.prototxt -w net.caffemodel -o net.pt
+  caffe2torch build --zoo vgg_face -w VGG_FACE.caffemodel -o vgg_face.safetensors
+  caffe2torch build lenet_train_test.prototxt --input-shape data=64,1,28,28
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from caffe2torch.api import build
+from caffe2torch.commands import add_net_arguments, parse_input_shapes
+from caffe2torch.errors import Caffe2TorchError
+from caffe2torch.summary import format_table, summarize
+
+NAME = "build"
+HELP = "convert a net (and its weights), print the layer table, optionally write the result"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_net_arguments(parser)
+    parser.add_argument("--zoo", metavar="ID", help="use the model zoo's prototxt for ID")
+    parser.add_argument("-o", "--output", metavar="OUT",
+                        help="write the converted model; the format follows the extension")
+    parser.add_argument("--lenient", action="store_true",
+                        help="load the weights that fit and report the rest instead of failing")
+
+
+def resolve_net(args: argparse.Namespace):
+    """The prototxt to use: NET, or the zoo entry's (checking the weights' sha256 if known)."""
+    if args.zoo and args.net:
+        raise Caffe2TorchError("give either NET.prototxt or --zoo ID, not both")
+    if args.zoo:
+        from caffe2torch.zoo import get_entry
+        entry = get_entry(args.zoo)
+        if args.weights:
+            entry.verify_weights(args.weights)
+        return entry.prototxt
+    if not args.net:
+        raise Caffe2TorchError("no network given: pass NET.prototxt or --zoo ID")
+    return args.net
+
+
+def run(args: argparse.Namespace) -> int:
+    net = build(resolve_net(args), weights=args.weights,
+                input_shapes=parse_input_shapes(args.input_shape), phase=args.phase,
+                strict=not args.lenient)
+    print(format_table(summarize(net.caffe.graph)))
+    for note in net.caffe.notes:
+        print(f"note: {note}", file=sys.stderr)
+    report = net.caffe.weights_report
+    if report is not None and not report.ok:
+        print(str(report), file=sys.stderr)
+    if args.output:
+        from caffe2torch.export import export
+        written = export(net, args.output, naming=getattr(args, "naming", "caffe"))
+        print(f"wrote {written}", file=sys.stderr)
+    return 0
