@@ -320,7 +320,7 @@ def test_v1_enum_mapping() -> None:
 @pytest.mark.parametrize("fmt", ["V2", "V1", "V0", "mixed"])
 def test_agrees_with_protobuf(fmt: str) -> None:
     rng = np.random.default_rng(3)
-    for trial in range(40):
+    for trial in range(150):
         schema = PACKED if trial % 2 else UNPACKED
         data = _random_net(rng, schema, fmt).SerializeToString()
         reference = PACKED["NetParameter"].FromString(data)
@@ -473,7 +473,7 @@ def _blob_net(blob: bytes) -> bytes:
     (_blob_net(_field(7, _field(1, _varint(2))) + _field(12, bytes(4))), "raw_data with no"),
     (_blob_net(_field(7, _field(1, _varint(2))) + b"\x50\x07" + _field(12, bytes(4))),
      "raw_data_type 7"),
-    (_blob_net(b"\x2d\0\0"), "4-byte fixed"),
+    (_blob_net(b"\x2d\0\0"), "fixed-size value of 4"),
 ])
 def test_corrupt_inputs(data: bytes, message: str) -> None:
     with pytest.raises(CaffemodelError, match=message):

@@ -21,6 +21,7 @@ another process truncates the file in place.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import mmap
 import os
@@ -183,10 +184,11 @@ class _Wire:
         self.source = source
         self.hint = _sniff(buf)
 
-    def fail(self, pos: int, found: str, expected: str) -> NoReturn:
+    def fail(self, pos: int, found: str, expected: str, where: str = "") -> NoReturn:
         hint = f" ({self.hint})" if self.hint else ""
-        raise CaffemodelError(f"{self.source}: byte {pos}: found {found}; expected {expected}"
-                              f"{hint}")
+        where = f"{where}: " if where else ""
+        raise CaffemodelError(f"{self.source}: byte {pos}: {where}found {found}; "
+                              f"expected {expected}{hint}")
 
     def varint(self, pos: int, end: int) -> tuple[int, int]:
         """Decode the varint at ``pos`` (before ``end``); return (unsigned value, next pos)."""
@@ -226,7 +228,7 @@ class _Wire:
 
     def fixed(self, pos: int, end: int, width: int) -> int:
         if end - pos < width:
-            self.fail(pos, f"{end - pos} bytes left", f"a {width}-byte fixed-size value")
+            self.fail(pos, f"{end - pos} bytes left", f"a fixed-size value of {width} bytes")
         return pos + width
 
     def skip(self, number: int, wire: int, pos: int, end: int) -> int:
@@ -391,14 +393,14 @@ def _shape_field(wire: _Wire, blob: _BlobFields, end: int, number: int, kind: in
     else:
         s, pos = wire.length(pos, end)
         if pos - s > 10 * _MAX_AXES:
-            wire.fail(tag_pos, f"{blob.where}: a packed shape of {pos - s} bytes",
-                      f"at most {_MAX_AXES} dims")
+            wire.fail(tag_pos, f"a packed shape of {pos - s} bytes",
+                      f"at most {_MAX_AXES} dims", blob.where)
         while s < pos:
             value, s = wire.varint(s, pos)
             blob.dims.append(_int64(value))
     if len(blob.dims) > _MAX_AXES:
-        wire.fail(tag_pos, f"{blob.where}: a shape with {len(blob.dims)} axes",
-                  f"at most {_MAX_AXES} axes (Caffe's kMaxBlobAxes)")
+        wire.fail(tag_pos, f"a shape with {len(blob.dims)} axes",
+                  f"at most {_MAX_AXES} axes (Caffe's kMaxBlobAxes)", blob.where)
     return pos
 
 
@@ -429,8 +431,7 @@ def _blob_shape(wire: _Wire, blob: _BlobFields) -> tuple[tuple[int, ...], bool]:
         shape = tuple(blob.dims)
     if any(d < 0 for d in shape):
         kind = "num/channels/height/width" if legacy else "shape"
-        wire.fail(blob.pos, f"{blob.where}: negative dims in {kind} {shape}",
-                  "dims >= 0")
+        wire.fail(blob.pos, f"negative dims in {kind} {shape}", "dims >= 0", blob.where)
     return shape, legacy
 
 
@@ -440,8 +441,8 @@ def _plan_blob(wire: _Wire, blob: _BlobFields) -> _BlobPlan:
     dtype, segments, what = _blob_values(wire, blob)
     held = sum(seg[1] for seg in segments)
     if held != count:
-        wire.fail(blob.pos, f"{blob.where}: {held} {what} values for shape {shape}",
-                  f"{count} values (the product of the shape)")
+        wire.fail(blob.pos, f"{held} {what} values for shape {shape}",
+                  f"{count} values (the product of the shape)", blob.where)
     return _BlobPlan(shape, legacy, dtype, tuple(segments))
 
 
@@ -453,14 +454,14 @@ def _blob_values(wire: _Wire, blob: _BlobFields) -> tuple[str, list[_Segment], s
         return "<f4", blob.floats, "data"
     if blob.raw_type not in _RAW_TYPES:
         found = "no raw_data_type" if blob.raw_type is None else f"raw_data_type {blob.raw_type}"
-        wire.fail(blob.pos, f"{blob.where}: raw_data with {found}",
-                  "raw_data_type DOUBLE (0), FLOAT (1) or FLOAT16 (2)")
+        wire.fail(blob.pos, f"raw_data with {found}",
+                  "raw_data_type DOUBLE (0), FLOAT (1) or FLOAT16 (2)", blob.where)
     dtype = _RAW_TYPES[blob.raw_type]
     size = np.dtype(dtype).itemsize
     start, stop = blob.raw
     if (stop - start) % size:
-        wire.fail(start, f"{blob.where}: raw_data of {stop - start} bytes",
-                  f"a multiple of {size} bytes for {np.dtype(dtype).name}")
+        wire.fail(start, f"raw_data of {stop - start} bytes",
+                  f"a multiple of {size} bytes for {np.dtype(dtype).name}", blob.where)
     return dtype, [(start, (stop - start) // size, size)], f"raw_data {np.dtype(dtype).name}"
 
 
@@ -470,11 +471,9 @@ def _make_blob(buf: Buffer, plan: _BlobPlan) -> CaffeBlob:
              plan.segments if n]
     if not parts:
         data = np.zeros(0, plan.dtype)
-    elif len(parts) == 1:
-        data = parts[0]
     else:
-        data = np.concatenate(parts)
-        data.flags.writeable = False
+        data = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    data.flags.writeable = False  # also for views of a writable buffer: one rule for all
     return CaffeBlob(plan.shape, data.reshape(plan.shape), plan.legacy)
 
 
@@ -596,7 +595,7 @@ def _make_layer(buf: Buffer, layer: _LayerFields) -> CaffeLayerBlobs:
 
 
 def parse_caffemodel(buf: Buffer, *, source: str = "<buffer>") -> CaffeModel:
-    """Parse a serialized NetParameter held in memory; blobs are views of ``buf``."""
+    """Parse a serialized NetParameter held in memory; blobs are read-only views of ``buf``."""
     if isinstance(buf, memoryview):
         buf = buf.cast("B") if buf.format != "B" or buf.ndim != 1 else buf
     wire = _Wire(buf, source)
@@ -807,5 +806,6 @@ def write_caffemodel(path: PathLike, layers: BlobsIn, *, name: str = "",
             out.write(bytes(extra_net_bytes))
         os.replace(temp, target)
     except BaseException:
-        os.unlink(temp)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
         raise

@@ -191,7 +191,7 @@ def _v0_target(table: dict, v0, source: str, field_name: str):
 
 def _set_scalar(message, name: str, value) -> None:
     target = message.DESCRIPTOR.fields_by_name[name]
-    if target.label == target.LABEL_REPEATED:
+    if target.is_repeated:
         getattr(message, name).append(value)
     else:
         setattr(message, name, value)

@@ -1,4 +1,4 @@
-"""Shape-preserving layers of the core set: ReLU, Dropout, Softmax, Eltwise."""
+"""Shape-preserving layers of the core set: ReLU, Dropout, Softmax, Eltwise (any bottoms)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -37,7 +37,9 @@ class DropoutConverter(SameShapeConverter):
 
     def build(self, layer: LayerNode, inputs: Sequence[Shape]) -> nn.Module:
         # Caffe scales by 1 / (1 - ratio) at train time and is the identity at test time, as torch.
-        return nn.Dropout(layer.param.dropout_param.dropout_ratio)
+        # Caffe only DCHECKs 0 < ratio < 1, so a release build runs any ratio at test time.
+        ratio = layer.param.dropout_param.dropout_ratio
+        return nn.Dropout(ratio) if 0.0 <= ratio <= 1.0 else nn.Identity()
 
 
 @register_converter
@@ -63,12 +65,15 @@ class EltwiseConverter(Converter):
         if len(p.coeff) not in (0, len(inputs)):
             raise shape_error(layer, f"{len(p.coeff)} coeff values for {len(inputs)} bottoms; "
                                      "expected none or one per bottom")
-        if len(p.coeff) and p.operation != caffe_pb2.EltwiseParameter.SUM:
-            raise shape_error(layer, "coeff is only allowed with operation SUM")
+        # Caffe rejects coeff only for PROD; MAX accepts and ignores it.
+        if len(p.coeff) and p.operation == caffe_pb2.EltwiseParameter.PROD:
+            raise shape_error(layer, "coeff is given with operation PROD; Caffe takes "
+                                     "coefficients for SUM only")
         return [same_shapes(layer, inputs)]
 
     def build(self, layer: LayerNode, inputs: Sequence[Shape]) -> Eltwise:
         p = layer.param.eltwise_param
         operation = caffe_pb2.EltwiseParameter.EltwiseOp.Name(p.operation)
-        coeffs = tuple(float(c) for c in p.coeff)
+        sums = p.operation == caffe_pb2.EltwiseParameter.SUM
+        coeffs = tuple(float(c) for c in p.coeff) if sums else ()
         return Eltwise(operation, () if all(c == 1.0 for c in coeffs) else coeffs)

@@ -14,30 +14,43 @@ P = caffe_pb2.PoolingParameter
 
 
 def pooling_geometry(layer: LayerNode):
-    """(kernel, stride, pad) pairs as Caffe's PoolingLayer::LayerSetUp reads them; None if global."""
+    """(kernel, stride, pad) pairs with PoolingLayer::LayerSetUp's CHECKs; None if global."""
     p = layer.param.pooling_param
+    pad = _pair(layer, "pad", p.HasField("pad"), p.pad, p.HasField("pad_h"), p.HasField("pad_w"),
+                (p.pad_h, p.pad_w))
+    stride = _pair(layer, "stride", p.HasField("stride"), p.stride, p.HasField("stride_h"),
+                   p.HasField("stride_w"), (p.stride_h, p.stride_w))
     if p.global_pooling:
         if p.HasField("kernel_size") or p.HasField("kernel_h") or p.HasField("kernel_w"):
             raise shape_error(layer, "global_pooling is set, so no kernel size may be given")
+        if any(pad) or stride != (1, 1):
+            raise shape_error(layer, f"global_pooling allows only pad 0 and stride 1 "
+                                     f"(got pad {pad}, stride {stride})")
         return None
-    if p.HasField("kernel_h") or p.HasField("kernel_w"):
-        if p.HasField("kernel_size") or not (p.HasField("kernel_h") and p.HasField("kernel_w")):
-            raise shape_error(layer, "give either kernel_size or both kernel_h and kernel_w")
-        kernel = (p.kernel_h, p.kernel_w)
-    elif p.HasField("kernel_size"):
-        kernel = (p.kernel_size, p.kernel_size)
-    else:
-        raise shape_error(layer, "no kernel_size (or kernel_h/kernel_w) and no global_pooling")
-    pad = (p.pad_h, p.pad_w) if p.HasField("pad_h") or p.HasField("pad_w") else (p.pad, p.pad)
-    if p.HasField("stride_h") or p.HasField("stride_w"):
-        stride = (p.stride_h, p.stride_w)
-    else:
-        stride = (p.stride, p.stride)
+    both_hw = p.HasField("kernel_h") and p.HasField("kernel_w")
+    if p.HasField("kernel_size") == both_hw:
+        raise shape_error(layer, "give either kernel_size or both kernel_h and kernel_w "
+                                 "(or global_pooling)")
+    kernel = (p.kernel_size, p.kernel_size) if p.HasField("kernel_size") else \
+        (p.kernel_h, p.kernel_w)
     if min(kernel) <= 0 or min(stride) <= 0:
         raise shape_error(layer, f"kernel {kernel} and stride {stride} must be positive")
-    if any(pd >= k for pd, k in zip(pad, kernel)):
-        raise shape_error(layer, f"pad {pad} must be smaller than kernel {kernel}")
+    if any(pad):
+        if p.pool == P.STOCHASTIC:
+            raise shape_error(layer, f"pad {pad}: Caffe pads only AVE and MAX pooling")
+        if any(pd >= k for pd, k in zip(pad, kernel)):
+            raise shape_error(layer, f"pad {pad} must be smaller than kernel {kernel}")
     return kernel, stride, pad
+
+
+def _pair(layer: LayerNode, name: str, has_one: bool, one: int, has_h: bool, has_w: bool,
+          hw: tuple[int, int]) -> tuple[int, int]:
+    """Caffe's rule: ``name`` alone, or both ``name_h`` and ``name_w`` and no ``name``."""
+    if not (has_h or has_w):
+        return (one, one)
+    if has_one or not (has_h and has_w):
+        raise shape_error(layer, f"give either {name} or both {name}_h and {name}_w")
+    return hw
 
 
 def rounds_up(layer: LayerNode) -> bool:
@@ -81,9 +94,6 @@ class PoolingConverter(Converter):
         if geometry is None:
             return (1, 1)
         kernel, stride, pad = geometry
-        p = layer.param.pooling_param
-        if p.pool == P.STOCHASTIC and any(pad):
-            raise shape_error(layer, f"pad {pad}: Caffe pads only AVE and MAX pooling")
         ceil = rounds_up(layer)
         return tuple(pooled_size(n, k, pd, s, ceil)  # type: ignore[return-value]
                      for n, k, pd, s in zip(shape[2:], kernel, pad, stride))

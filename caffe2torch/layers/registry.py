@@ -6,6 +6,7 @@ move into and out of the module. Users register their own with :func:`register_c
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
@@ -52,8 +53,7 @@ class Converter:
         """Copy Caffe blobs (already checked against ``blob_shapes``) into the module."""
         with torch.no_grad():
             for tensor, blob in zip(caffe_tensors(module), blobs, strict=True):
-                tensor.copy_(torch.from_numpy(np.ascontiguousarray(blob, dtype=np.float32))
-                             .reshape(tensor.shape))
+                tensor.copy_(blob_tensor(blob).reshape(tensor.shape))
 
     def dump_blobs(self, module: nn.Module, layer: LayerNode,
                    inputs: Sequence[Shape]) -> list[np.ndarray]:
@@ -76,6 +76,20 @@ def _scaled_normal(shape: Shape, rng: np.random.Generator) -> np.ndarray:
     fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
     std = 1.0 / np.sqrt(max(fan_in, 1)) if len(shape) > 1 else 0.1
     return (rng.standard_normal(shape) * std).astype(np.float32)
+
+
+def blob_tensor(blob: np.ndarray) -> torch.Tensor:
+    """A tensor viewing a (possibly read-only, memory-mapped) blob without copying it.
+
+    The view is only ever read (copied into a parameter), so torch's warning about non-writable
+    arrays does not apply.
+    """
+    array = np.ascontiguousarray(blob)
+    if array.dtype not in (np.float32, np.float64, np.float16):
+        array = array.astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
 
 
 def caffe_tensors(module: nn.Module) -> list[torch.Tensor]:

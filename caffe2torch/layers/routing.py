@@ -1,4 +1,7 @@
-"""Blob routing: Concat (axis / legacy concat_dim), Split, Flatten (axis, end_axis)."""
+"""Blob routing: Concat (axis / legacy concat_dim), Split, Flatten (axis, end_axis).
+
+Slice, Reshape, Crop and Tile live in ``shape.py``.
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -11,11 +14,23 @@ from caffe2torch.modules.basic import Concat, Flatten, Split
 Shape = tuple[int, ...]
 
 
+def legacy_axis(layer: LayerNode, param, legacy: str, ndim: int) -> int:
+    """Caffe's ``axis`` or its legacy uint32 alias (``concat_dim``, ``slice_dim``): never both,
+    and the alias takes no negative value."""
+    if param.HasField("axis") and param.HasField(legacy):
+        raise shape_error(layer, f"sets both axis ({param.axis}) and {legacy} "
+                                 f"({getattr(param, legacy)}); Caffe takes one or the other")
+    if param.HasField(legacy):
+        value = getattr(param, legacy)
+        if value >= ndim:
+            raise shape_error(layer, f"{legacy} {value} is out of range for a {ndim}-D input; "
+                                     f"expected 0 <= {legacy} < {ndim}")
+        return value
+    return canonical_axis(layer, param.axis, ndim)
+
+
 def concat_axis(layer: LayerNode, ndim: int) -> int:
-    p = layer.param.concat_param
-    if p.HasField("concat_dim"):
-        return canonical_axis(layer, p.concat_dim, ndim, "concat_dim")
-    return canonical_axis(layer, p.axis, ndim)
+    return legacy_axis(layer, layer.param.concat_param, "concat_dim", ndim)
 
 
 @register_converter
@@ -43,6 +58,8 @@ class SplitConverter(Converter):
 
     def output_shapes(self, layer: LayerNode, inputs: Sequence[Shape]) -> list[Shape]:
         expect_bottoms(layer, inputs, 1)
+        if not layer.param.top:
+            raise shape_error(layer, "has no top; expected at least 1")
         return [inputs[0]] * len(layer.param.top)
 
     def build(self, layer: LayerNode, inputs: Sequence[Shape]) -> Split:
@@ -57,12 +74,18 @@ class FlattenConverter(Converter):
         p = layer.param.flatten_param
         start = canonical_axis(layer, p.axis, ndim)
         end = canonical_axis(layer, p.end_axis, ndim, "end_axis")
-        if end < start:
-            raise shape_error(layer, f"end_axis {p.end_axis} comes before axis {p.axis}")
+        # Blob::count(start, end + 1) needs start <= end + 1; the empty range (end == start - 1)
+        # counts 1, so Caffe inserts an axis of size 1 there.
+        if end < start - 1:
+            raise shape_error(layer, f"end_axis {p.end_axis} (axis {end}) comes before axis "
+                                     f"{p.axis} (axis {start}); expected end_axis >= axis - 1")
         return start, end
 
     def output_shapes(self, layer: LayerNode, inputs: Sequence[Shape]) -> list[Shape]:
         expect_bottoms(layer, inputs, 1)
+        if list(layer.param.top) == list(layer.param.bottom):
+            raise shape_error(layer, "is in place (top == bottom); Caffe's Flatten does not "
+                                     "allow in-place computation")
         shape = inputs[0]
         start, end = self._axes(layer, len(shape))
         return [(*shape[:start], count(shape, start, end + 1), *shape[end + 1:])]

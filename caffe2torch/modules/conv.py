@@ -1,19 +1,98 @@
-"""Convolution over Caffe's ``axis``: leading axes before the channel axis act as batch axes."""
+"""Convolution helpers for Caffe semantics: ``axis``, several bottoms sharing one filter bank, and
+Caffe's Im2col layer."""
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
+class _EachInput:
+    """Mixin: apply the convolution to every positional input (Caffe's bottom/top pairs that
+    share one filter bank) and return one output per input."""
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(super().forward(x) for x in inputs)  # type: ignore[misc]
+
+
+class EachConv1d(_EachInput, nn.Conv1d):
+    """nn.Conv1d applied to each of several inputs."""
+
+
+class EachConv2d(_EachInput, nn.Conv2d):
+    """nn.Conv2d applied to each of several inputs."""
+
+
+class EachConv3d(_EachInput, nn.Conv3d):
+    """nn.Conv3d applied to each of several inputs."""
+
+
+class EachConvTranspose1d(_EachInput, nn.ConvTranspose1d):
+    """nn.ConvTranspose1d applied to each of several inputs."""
+
+
+class EachConvTranspose2d(_EachInput, nn.ConvTranspose2d):
+    """nn.ConvTranspose2d applied to each of several inputs."""
+
+
+class EachConvTranspose3d(_EachInput, nn.ConvTranspose3d):
+    """nn.ConvTranspose3d applied to each of several inputs."""
+
+
+CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+EACH_CONV = {1: EachConv1d, 2: EachConv2d, 3: EachConv3d}
+DECONV = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+EACH_DECONV = {1: EachConvTranspose1d, 2: EachConvTranspose2d, 3: EachConvTranspose3d}
+
+
 class AxisConv(nn.Module):
-    """Wrap a torch ConvNd so that it applies to ``(*batch, C, *spatial)`` blobs."""
+    """Wrap a torch ConvNd so that it applies to ``(*batch, C, *spatial)`` blobs (Caffe's
+    ``axis`` > 1: the leading axes act as batch axes); several inputs give several outputs."""
 
     def __init__(self, conv: nn.Module, axis: int) -> None:
         super().__init__()
         self.conv, self.axis = conv, axis
         self.caffe_blobs = tuple(f"conv.{name}" for name in conv.caffe_blobs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, *inputs: torch.Tensor):
+        outputs = tuple(self._one(x) for x in inputs)
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def _one(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:self.axis]
         y = self.conv(x.reshape(-1, *x.shape[self.axis:]))
         return y.reshape(*lead, *y.shape[1:])
+
+
+class Im2col(nn.Module):
+    """Caffe's Im2col layer: ``(*batch, C, *spatial)`` -> ``(*batch, C * prod(kernel), *out)``,
+    channel-major (row ``c * prod(kernel) + kernel offset``), zero padding, any number of
+    spatial axes; pure indexing, so the values are copied exactly."""
+
+    def __init__(self, axis: int, kernel: tuple[int, ...], stride: tuple[int, ...],
+                 pad: tuple[int, ...], dilation: tuple[int, ...]) -> None:
+        super().__init__()
+        self.axis, self.kernel, self.stride, self.pad, self.dilation = \
+            axis, kernel, stride, pad, dilation
+
+    def extra_repr(self) -> str:
+        return (f"axis={self.axis}, kernel={self.kernel}, stride={self.stride}, pad={self.pad}, "
+                f"dilation={self.dilation}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = len(self.kernel)
+        flat_pad = [p for p in reversed(self.pad) for _ in (0, 1)]
+        windows = F.pad(x, flat_pad)
+        for i, (k, s, d) in enumerate(zip(self.kernel, self.stride, self.dilation)):
+            extent = d * (k - 1) + 1
+            # Tensor.unfold appends the window as the last axis; keep every d-th tap of it
+            windows = windows.unfold(self.axis + 1 + i, extent, s)[..., ::d]
+        # (*batch, C, *out, *kernel) -> (*batch, C, *kernel, *out)
+        first = self.axis + 1
+        order = [*range(first), *range(first + n, first + 2 * n), *range(first, first + n)]
+        windows = windows.permute(order)
+        out = windows.shape[first + n:]
+        return windows.reshape(*x.shape[:self.axis], x.shape[self.axis] * math.prod(self.kernel),
+                               *out)

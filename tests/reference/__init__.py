@@ -1,0 +1,1 @@
+"""Numpy reference implementations of Caffe layers, written from the Caffe C++ source."""
