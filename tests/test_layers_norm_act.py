@@ -14,6 +14,7 @@ from reference import normalization as norm
 
 import caffe2torch
 from caffe2torch import ShapeError
+from caffe2torch.weights import random_blobs
 
 DATA = (2, 5, 7, 9)  # N, C, H, W all different
 Ref = Callable[[dict, list], np.ndarray]
@@ -193,13 +194,17 @@ def _data(case: Case, shapes: dict, seed: int) -> dict[str, np.ndarray]:
 
 
 def _setup(case: Case, tmp_path: Path, seed: int = 0) -> tuple[Path, Path, list[np.ndarray]]:
+    """prototxt, caffemodel of random weights (an empty one when the layer has no blobs), blobs."""
     prototxt = tmp_path / "net.prototxt"
     prototxt.write_text(_prototxt(case.inputs, case.layer))
     caffemodel = tmp_path / "net.caffemodel"
-    caffe2torch.write_random_caffemodel(prototxt, caffemodel, seed=seed)
-    model = caffe2torch.read_caffemodel(caffemodel)
-    blobs = [np.array(b.data) for b in model["l"].blobs] if "l" in model else []
-    return prototxt, caffemodel, blobs
+    layers = random_blobs(caffe2torch.load_graph(prototxt), seed)
+    caffe2torch.write_caffemodel(caffemodel, layers, name="t")
+    return prototxt, caffemodel, [blob for _, _, blobs in layers for blob in blobs]
+
+
+def _build(prototxt: Path, caffemodel: Path, blobs: list[np.ndarray]) -> caffe2torch.CaffeNet:
+    return caffe2torch.build(prototxt, weights=caffemodel if blobs else None)
 
 
 def _run(net, inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -211,7 +216,7 @@ def _run(net, inputs: dict[str, np.ndarray]) -> np.ndarray:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_matches_reference_and_inferred_shape(case: Case, seed: int, tmp_path: Path) -> None:
     prototxt, caffemodel, blobs = _setup(case, tmp_path, seed)
-    net = caffe2torch.build(prototxt, weights=caffemodel)
+    net = _build(prototxt, caffemodel, blobs)
     inputs = _data(case, case.inputs, seed)
     out = _run(net, inputs)
     assert out.shape == net.caffe.graph.blob("out").shape
@@ -221,7 +226,7 @@ def test_matches_reference_and_inferred_shape(case: Case, seed: int, tmp_path: P
 @pytest.mark.parametrize("case", [c for c in CASES if c.batched], ids=lambda c: c.id)
 def test_other_batch_size(case: Case, tmp_path: Path) -> None:
     prototxt, caffemodel, blobs = _setup(case, tmp_path)
-    net = caffe2torch.build(prototxt, weights=caffemodel)
+    net = _build(prototxt, caffemodel, blobs)
     shapes = {k: (3, *s[1:]) if k in case.batched else s for k, s in case.inputs.items()}
     inputs = _data(case, shapes, seed=5)
     assert_close(_run(net, inputs), case.ref(inputs, blobs), rel=1e-5, what=case.id)
@@ -232,17 +237,16 @@ def test_other_batch_size(case: Case, tmp_path: Path) -> None:
 OPENCV_DIFFERS: dict[str, str] = {}
 
 
-def _opencv_params():
-    for case in CASES:
-        reason = OPENCV_DIFFERS.get(case.id)
-        marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
-        yield pytest.param(case, id=case.id, marks=marks)
+def _opencv_params() -> list:
+    return [pytest.param(case, id=case.id, marks=[pytest.mark.xfail(
+        reason=OPENCV_DIFFERS[case.id], strict=True)] if case.id in OPENCV_DIFFERS else [])
+        for case in CASES]
 
 
 @pytest.mark.parametrize("case", _opencv_params())
 def test_matches_opencv(case: Case, tmp_path: Path) -> None:
-    prototxt, caffemodel, _ = _setup(case, tmp_path, seed=3)
-    net = caffe2torch.build(prototxt, weights=caffemodel)
+    prototxt, caffemodel, blobs = _setup(case, tmp_path, seed=3)
+    net = _build(prototxt, caffemodel, blobs)
     inputs = _data(case, case.inputs, seed=3)
     expected = opencv_layers(prototxt, caffemodel, inputs, ["l"])["l"]
     assert_close(_run(net, inputs), expected, rel=1e-4, what=case.id)
