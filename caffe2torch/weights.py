@@ -116,23 +116,29 @@ def _check_blobs(node: LayerNode, shapes: list[Shape], blobs, report: WeightsRep
 
 
 def net_blobs(net: CaffeNet) -> list[tuple[str, str, list[np.ndarray]]]:
-    """The net's parameters as Caffe blobs: ``(layer name, type, blobs)`` for a caffemodel writer."""
+    """Every layer with its parameters as Caffe blobs, ``(name, type, blobs)``, as Caffe saves."""
     graph = net.caffe.graph
+    with_blobs = {node.name for node, _ in parameter_layers(graph)}
     result = []
-    for node, _ in parameter_layers(graph):
-        inputs = [graph.blobs[b].shape for b in node.bottoms]
-        module = net.get_submodule(node.module_name)
-        result.append((node.name, node.type,
-                       get_converter(node.type).dump_blobs(module, node, inputs)))
+    for node in graph.layers:
+        blobs: list[np.ndarray] = []
+        if node.name in with_blobs:
+            inputs = [graph.blobs[b].shape for b in node.bottoms]
+            module = net.get_submodule(node.module_name)
+            blobs = get_converter(node.type).dump_blobs(module, node, inputs)
+        result.append((node.name, node.type, blobs))
     return result
 
 
 def random_blobs(graph: NetGraph, seed: int = 0) -> list[tuple[str, str, list[np.ndarray]]]:
-    """Random, well-scaled blobs for every parameter layer (test models, benchmarks)."""
+    """Every layer with random, well-scaled blobs where it has parameters (test models)."""
     rng = np.random.default_rng(seed)
+    with_blobs = {node.name for node, _ in parameter_layers(graph)}
     result = []
-    for node, _ in parameter_layers(graph):
-        inputs = [graph.blobs[b].shape for b in node.bottoms]
-        result.append((node.name, node.type,
-                       get_converter(node.type).random_blobs(node, inputs, rng)))
+    for node in graph.layers:
+        blobs: list[np.ndarray] = []
+        if node.name in with_blobs:
+            inputs = [graph.blobs[b].shape for b in node.bottoms]
+            blobs = get_converter(node.type).random_blobs(node, inputs, rng)
+        result.append((node.name, node.type, blobs))
     return result

@@ -25,17 +25,32 @@ def require_shared(path: Path = SHARED) -> Path:
 
 
 def opencv_layers(prototxt: Path, caffemodel: Path, inputs: Mapping[str, np.ndarray],
-                  layers: Sequence[str]) -> dict[str, np.ndarray]:
+                  layers: Sequence[str],
+                  aliases: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
     """Outputs of the named layers (first top each) from OpenCV's Caffe importer, fusion off."""
+    tops = opencv_layer_tops(prototxt, caffemodel, inputs, layers, aliases)
+    return {name: outs[0] for name, outs in tops.items()}
+
+
+def opencv_layer_tops(prototxt: Path, caffemodel: Path, inputs: Mapping[str, np.ndarray],
+                      layers: Sequence[str],
+                      aliases: Mapping[str, str] | None = None) -> dict[str, list[np.ndarray]]:
+    """Every top of each named layer from OpenCV's Caffe importer, fusion off.
+
+    OpenCV renames some layers after their top blob; ``aliases`` maps a layer name to the name
+    to ask OpenCV for when the layer name is unknown to it.
+    """
     cv2 = pytest.importorskip("cv2")
     net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+    known = set(net.getLayerNames())
+    asked = [name if name in known else (aliases or {}).get(name, name) for name in layers]
     net.enableFusion(False)
     net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
     net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
     for name, value in inputs.items():
         net.setInput(np.ascontiguousarray(value, dtype=np.float32), name)
-    outs = net.forward(list(layers))
-    return {name: np.asarray(out) for name, out in zip(layers, outs)}
+    outs = net.forwardAndRetrieve(asked)
+    return {name: [np.asarray(top) for top in tops] for name, tops in zip(layers, outs)}
 
 
 def max_rel_error(actual: np.ndarray, expected: np.ndarray) -> float:

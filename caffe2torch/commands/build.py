@@ -24,6 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--zoo", metavar="ID", help="use the model zoo's prototxt for ID")
     parser.add_argument("-o", "--output", metavar="OUT",
                         help="write the converted model; the format follows the extension")
+    parser.add_argument("--naming", choices=["caffe", "torchvision"], default="caffe",
+                        help="parameter names in .pt/.safetensors output: the Caffe layer names "
+                             "(default) or, for VGG-like nets, torchvision's VGG keys "
+                             "(features.0.weight ... classifier.6.bias)")
     parser.add_argument("--lenient", action="store_true",
                         help="load the weights that fit and report the rest instead of failing")
 

@@ -740,7 +740,8 @@ def _encode_blob(array: object, layer: str, index: int, fmt: str,
         dims = (1,) * (4 - values.ndim) + values.shape
         head = b"".join(_key(n, _VARINT) + _varint_bytes(d) for n, d in zip((1, 2, 3, 4), dims))
     else:
-        head = _len_field(7, _len_field(1, b"".join(_varint_bytes(d) for d in values.shape)))
+        dims = b"".join(_varint_bytes(d) for d in values.shape)
+        head = _len_field(7, _len_field(1, dims)) if dims else b""  # 0-d: no shape, as Caffe
     if dtype == "half":
         payload = np.ascontiguousarray(values, "<f2").reshape(-1)
         head += _key(10, _VARINT) + _varint_bytes(2) + _key(12, _LEN)

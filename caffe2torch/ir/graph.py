@@ -178,6 +178,8 @@ class _GraphBuilder:
         self.blobs: dict[str, Blob] = {}
         self.latest: dict[str, str] = {}
         self.consumed: set[str] = set()
+        self.readers: dict[str, list[str]] = {}
+        self.consumed_by_compute: set[str] = set()
         self.dropped_tops: dict[str, str] = {}
         self.notes: list[str] = list(definition.notes)
         self.problems: list[str] = []
@@ -199,6 +201,8 @@ class _GraphBuilder:
             self.problems.append(message)
             self.unsupported.append(message)
         bottoms = [self._resolve(param, slot, blob) for slot, blob in enumerate(param.bottom)]
+        if param.type != "Silence":
+            self.consumed_by_compute.update(b for b in bottoms if b is not None)
         if role == "input" and param.type != "Input":
             self.notes.append(f"layer '{param.name}' ({param.type}) becomes declared input(s) "
                               f"{list(param.top)}")
@@ -212,6 +216,7 @@ class _GraphBuilder:
         if blob in self.latest:
             blob_id = self.latest[blob]
             self.consumed.add(blob_id)
+            self.readers.setdefault(blob_id, []).append(param.name)
             return blob_id
         if blob in self.dropped_tops:
             why = f"which only the dropped train-time layer '{self.dropped_tops[blob]}' produces"
@@ -232,6 +237,13 @@ class _GraphBuilder:
             self.problems.append(f"layer '{node.name}' ({node.type}) writes top '{top}', which "
                                  f"layer '{producer}' already produces (a top may be reused "
                                  "only in place, as the bottom at the same index)")
+        if in_place and top in self.latest:
+            earlier = self.readers.get(self.latest[top], [])[:-1]
+            if earlier:
+                self.problems.append(
+                    f"layer '{node.name}' ({node.type}) rewrites blob '{top}' in place after "
+                    f"layer(s) {earlier} read it; Caffe rejects this (its Split insertion makes "
+                    "the in-place top a second producer)")
         version = sum(1 for b in self.blobs.values() if b.name == top)
         blob_id = top if version == 0 else f"{top}#{version}"
         self.blobs[blob_id] = Blob(id=blob_id, name=top, producer=len(self.layers))
@@ -266,4 +278,10 @@ class _GraphBuilder:
         produced = [b for n in self.layers if n.role == "compute" for b in n.tops]
         outputs = [b for b in produced if b not in self.consumed]
         outputs += [b for b in inputs if b not in self.consumed]
+        if not outputs:
+            outputs = [b for b in produced if b not in self.consumed_by_compute]
+            if outputs:
+                names = [self.blobs[b].name for b in outputs]
+                self.notes.append(f"every blob is consumed; the blobs only Silence layers read, "
+                                  f"{names}, are the outputs")
         return inputs, outputs

@@ -19,12 +19,12 @@ from caffe2torch.layers.normalization import fill_from_filler
 from caffe2torch.layers.registry import Converter, register_converter, shape_error
 from caffe2torch.modules.activations import (
     BNLL,
-    PReLU,
     AbsVal,
     Clip,
     Exp,
     Log,
     Power,
+    PReLU,
     Swish,
     Threshold,
 )

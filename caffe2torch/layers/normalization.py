@@ -24,7 +24,7 @@ Shape = tuple[int, ...]
 
 def fill_from_filler(tensor: torch.Tensor, filler: caffe_pb2.FillerParameter | None,
                      default: float) -> None:
-    """Initialise ``tensor`` as Caffe's filler would (constant/uniform/gaussian), else ``default``."""
+    """Initialise ``tensor`` as Caffe's constant/uniform/gaussian filler, else ``default``."""
     with torch.no_grad():
         kind = filler.type if filler is not None else ""
         if kind == "constant":

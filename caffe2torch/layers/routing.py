@@ -10,11 +10,14 @@ from caffe2torch.ir.graph import LayerNode
 from caffe2torch.layers._common import canonical_axis, count, expect_bottoms
 from caffe2torch.layers.registry import Converter, register_converter, shape_error
 from caffe2torch.modules.basic import Concat, Flatten, Split
+from caffe2torch.proto import caffe_pb2
 
 Shape = tuple[int, ...]
 
 
-def legacy_axis(layer: LayerNode, param, legacy: str, ndim: int) -> int:
+def legacy_axis(layer: LayerNode,
+                param: caffe_pb2.ConcatParameter | caffe_pb2.SliceParameter,
+                legacy: str, ndim: int) -> int:
     """Caffe's ``axis`` or its legacy uint32 alias (``concat_dim``, ``slice_dim``): never both,
     and the alias takes no negative value."""
     if param.HasField("axis") and param.HasField(legacy):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 from caffe2torch.ir.graph import LayerNode
 from caffe2torch.layers._common import canonical_axis, count, expect_bottoms
@@ -38,7 +39,7 @@ def _slice_sizes(layer: LayerNode, size: int) -> list[int]:
         # empty top ("Check failed: data_"); a point beyond the size fails its Reshape.
         raise shape_error(layer, f"slice_point {points[-1]} is out of range for the slice axis "
                                  f"of size {size}; expected points below {size}")
-    return [b - a for a, b in zip(bounds[:-1], bounds[1:])]
+    return [b - a for a, b in pairwise(bounds)]
 
 
 @register_converter

@@ -114,7 +114,7 @@ class Clip(nn.Module):
     """``max(min, min(x, max))``: with ``min > max`` every output is ``min`` (torch's clamp
     would give ``max``)."""
 
-    def __init__(self, min: float, max: float) -> None:  # noqa: A002 - Caffe's field names
+    def __init__(self, min: float, max: float) -> None:
         super().__init__()
         self.min, self.max = min, max
 

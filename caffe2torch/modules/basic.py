@@ -7,7 +7,8 @@ from torch import nn
 
 
 class InnerProduct(nn.Module):
-    """Caffe's InnerProduct: flatten from ``axis``, then ``x W^T + b`` (``W^T`` given if transpose)."""
+    """Caffe's InnerProduct: flatten from ``axis``, then ``x W^T + b`` (``W^T`` stored if
+    transpose)."""
 
     def __init__(self, in_features: int, out_features: int, axis: int = 1,
                  bias: bool = True, transpose: bool = False) -> None:
@@ -218,4 +219,6 @@ class ParameterBlob(nn.Module):
         return f"shape={tuple(self.weight.shape)}"
 
     def forward(self) -> torch.Tensor:
-        return self.weight
+        # The blob itself, shared as in Caffe; detached under no_grad so that the top is a plain
+        # tensor like every other layer's there (a view would keep requires_grad).
+        return self.weight if torch.is_grad_enabled() else self.weight.detach()

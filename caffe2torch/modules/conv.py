@@ -14,7 +14,8 @@ class _EachInput:
     share one filter bank) and return one output per input."""
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(super().forward(x) for x in inputs)  # type: ignore[misc]
+        one = super().forward  # type: ignore[misc]
+        return tuple(one(x) for x in inputs)
 
 
 class EachConv1d(_EachInput, nn.Conv1d):
@@ -54,7 +55,15 @@ class AxisConv(nn.Module):
     def __init__(self, conv: nn.Module, axis: int) -> None:
         super().__init__()
         self.conv, self.axis = conv, axis
-        self.caffe_blobs = tuple(f"conv.{name}" for name in conv.caffe_blobs)
+        self.caffe_blobs = conv.caffe_blobs  # the properties below reach into the wrapped conv
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.conv.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.conv.bias
 
     def forward(self, *inputs: torch.Tensor):
         outputs = tuple(self._one(x) for x in inputs)

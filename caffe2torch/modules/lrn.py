@@ -35,7 +35,7 @@ class CaffeLRN(nn.Module):
         if self.region == "WITHIN_CHANNEL":
             mean = caffe_pool2d(squares, "AVE", (n, n), (1, 1), (half, half))
             return x * (1.0 + self.alpha * mean).pow(-self.beta)
-        # sum over a window of n channels: a (n, 1, 1) box over (N, 1, C, H, W), zero padded
-        window = F.avg_pool3d(squares.unsqueeze(1), (n, 1, 1), stride=1, padding=(half, 0, 0),
-                              divisor_override=1).squeeze(1)
+        # sum over a window of n channels: a (n, 1, 1) box over (N, 1, C + n - 1, H, W)
+        padded = F.pad(squares, (0, 0, 0, 0, half, half)).unsqueeze(1)
+        window = F.avg_pool3d(padded, (n, 1, 1), stride=1, divisor_override=1).squeeze(1)
         return x * (self.k + (self.alpha / n) * window).pow(-self.beta)

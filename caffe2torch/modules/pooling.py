@@ -16,6 +16,7 @@ padded explicitly here and torch pools with no padding of its own.
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,7 +55,8 @@ def caffe_pool2d(x: torch.Tensor, method: str, kernel: Pair, stride: Pair, pad: 
     right = [max(0, (o - 1) * s + k - n - p) for o, s, k, n, p in
              zip(pooled, stride, kernel, (height, width), pad)]
     fill = -FLT_MAX if method == "MAX" else 0.0
-    padded = F.pad(x, (pad[1], right[1], pad[0], right[0]), value=fill)
+    sides = (pad[1], right[1], pad[0], right[0])
+    padded = F.pad(x, sides, value=fill) if any(sides) else x
     if method == "MAX":
         return _max(padded, kernel, stride, pad, pooled, width, with_mask)
     total = F.avg_pool2d(padded, kernel, stride, divisor_override=1)[..., :pooled[0], :pooled[1]]
@@ -82,7 +84,7 @@ def _stochastic(x, kernel, stride, pooled):
     """Caffe's test-time stochastic pooling (GPU kernel): sum(x^2) / (FLT_MIN + sum(x))."""
     right = [max(0, (o - 1) * s + k - n) for o, s, k, n in
              zip(pooled, stride, kernel, x.shape[-2:])]
-    padded = F.pad(x, (0, right[1], 0, right[0]))
+    padded = F.pad(x, (0, right[1], 0, right[0])) if any(right) else x
     squares = F.avg_pool2d(padded * padded, kernel, stride, divisor_override=1)
     total = F.avg_pool2d(padded, kernel, stride, divisor_override=1) + FLT_MIN
     return (squares / total)[..., :pooled[0], :pooled[1]]

@@ -6,6 +6,8 @@ Caffe's own Reshape would accept them.
 """
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 from torch import nn
 
@@ -28,7 +30,7 @@ class Slice(nn.Module):
         size = x.shape[self.axis]
         if self.points:
             bounds = (0, *self.points, size)
-            sizes = [b - a for a, b in zip(bounds[:-1], bounds[1:])]
+            sizes = [b - a for a, b in pairwise(bounds)]
         else:
             sizes = [size // self.count] * self.count
         return tuple(torch.split(x, sizes, dim=self.axis))
@@ -48,7 +50,7 @@ class Reshape(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         new = [shape[self.start + i] if d == 0 else d for i, d in enumerate(self.dims)]
-        return x.reshape(*shape[:self.start], *new, *shape[self.end:])
+        return x.reshape((*shape[:self.start], *new, *shape[self.end:]))
 
 
 class Crop(nn.Module):

@@ -53,7 +53,7 @@ def threshold(x, threshold=0.0):
     return (x > threshold).astype(x.dtype)
 
 
-def clip(x, min, max):  # noqa: A002 - Caffe's names
+def clip(x, min, max):
     """std::max(min, std::min(x, max)): min wins when min > max."""
     return np.maximum(min, np.minimum(x, max))
 

@@ -8,6 +8,7 @@ Bad parameters raise ``ValueError`` where Caffe's CHECKs fail.
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import numpy as np
 
@@ -47,7 +48,7 @@ def slice_(x, axis, points, tops):
         if len(points) != tops - 1 or tops > size:
             raise ValueError("slice_point count / top count")
         bounds = [0, *points, size]
-        sizes = [b - a for a, b in zip(bounds[:-1], bounds[1:])]
+        sizes = [b - a for a, b in pairwise(bounds)]
         if any(s <= 0 for s in sizes):
             raise ValueError("slice points not increasing or out of range")
     else:
