@@ -417,7 +417,8 @@ def test_batch_norm_explicit_use_global_stats_overrides_mode(use_global: bool,
 
 
 def test_batch_norm_random_blobs_are_valid(tmp_path: Path) -> None:
-    """Variances > 0 whenever f > 0, and f is sometimes 0 (exercising the zero guard)."""
+    """Variances > 0 and f > 0 but not 1 (the zero guard has its own tests: random deep nets
+    with f = 0 layers would reach huge activations)."""
     prototxt, _ = _bn_net(tmp_path, _bn_blobs(1.0))
     layer = caffe2torch.load_graph(prototxt).layer("l")
     rng = np.random.default_rng(0)
@@ -425,9 +426,9 @@ def test_batch_norm_random_blobs_are_valid(tmp_path: Path) -> None:
     for _ in range(60):
         mean, var, f = get_converter("BatchNorm").random_blobs(layer, [DATA], rng)
         assert mean.shape == var.shape == (DATA[1],) and f.shape == (1,)
-        assert f[0] >= 0 and (f[0] == 0 or (var > 0).all())
+        assert f[0] > 0 and (var > 0).all()
         factors.append(f[0])
-    assert 0.0 in factors and max(factors) > 0
+    assert len(set(factors)) > 1 and 1.0 not in factors
 
 
 # ----------------------------------------------------------------------------- fillers

@@ -80,8 +80,9 @@ class BatchNormConverter(Converter):
     def random_blobs(self, layer: LayerNode, inputs: Sequence[Shape],
                      rng: np.random.Generator) -> list[np.ndarray]:
         channels = inputs[0][1]
-        # f is sometimes 0 (Caffe's zero guard: mean = var = 0, y = x / sqrt(eps))
-        f = 0.0 if rng.random() < 0.1 else rng.uniform(0.5, 4.0)
+        # f != 1 exercises the scale factor; the zero guard (f = 0, y = x / sqrt(eps), ~316x)
+        # has its own tests and would blow up deep random nets, so it is not drawn here.
+        f = rng.uniform(0.5, 4.0)
         mean = rng.normal(0.0, 0.5, channels) * f
         var = rng.uniform(0.5, 2.0, channels) * f
         return [mean.astype(np.float32), var.astype(np.float32), np.array([f], np.float32)]
