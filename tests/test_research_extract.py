@@ -98,8 +98,9 @@ def test_interrupted_run_resumes_without_recomputing(folder, model, tmp_path, co
     assert f"160/{COUNT + 1}" in capsys.readouterr().err  # the progress bar, on stderr
     saved = set()
     for shard in (tmp_path / "feats.npz.partial").glob("shard-*.npz"):
-        saved.update(np.load(shard)["files"].tolist())
-    assert len(saved) == 160
+        with np.load(shard) as data:
+            saved.update(data["files"].tolist() + data["failed"][:, 0].tolist())
+    assert len(saved) == 160 and "broken.jpg" in saved  # recorded as failed, not retried
 
     counted.clear()
     result = extract_features(net, folder, ["fc7", "pool1"], out, **kwargs)
