@@ -419,7 +419,7 @@ LRN_CASES = [
 
 
 def _opencv_reads_lrn(params: str) -> bool:
-    """OpenCV's importer ignores ``k`` (always 1) and has its own default for an unset alpha."""
+    """OpenCV's importer ignores ``k`` (always 1) and defaults an unset alpha to 1e-4, not 1."""
     return "alpha" in params and ("k:" not in params or "WITHIN_CHANNEL" in params)
 
 
@@ -443,7 +443,7 @@ def test_lrn(tmp_path, case_id, params, n, alpha, beta, k, region):
 def test_lrn_across_channels_where_opencv_differs(tmp_path, shape, params, opencv_agrees):
     """Fewer channels than the window, with a large alpha: OpenCV 4.14 agrees with the spec
     (CAFFE_SEMANTICS.md reports a 2% gap seen earlier). OpenCV's importer does differ from Caffe
-    on ``k`` (ignored, 1 used) and on an unset ``alpha`` (not Caffe's default 1); we follow
+    on ``k`` (ignored, 1 used) and on an unset ``alpha`` (1e-4, not Caffe's 1); we follow
     lrn_layer.cpp and assert the gap, so that a fix in OpenCV shows up here."""
     text = net_text(layer("norm", "LRN", f"lrn_param {{ {params} }}"), shape)
     proto, model, net = make_net(tmp_path, text)

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info.as_dict(), indent=1))
     else:
-        print(format_info(info))
+        print(format_info(info, all_weights=args.verbose))
     if args.verbose:
         for note in info.notes:
             print(f"note: {note}", file=sys.stderr)

@@ -32,6 +32,8 @@ class Converter:
     """
 
     caffe_type: ClassVar[str] = ""
+    #: Parameter values or forms this converter does not reproduce (shown in the support table).
+    limits: ClassVar[str] = ""
 
     def output_shapes(self, layer: LayerNode, inputs: Sequence[Shape]) -> list[Shape]:
         """Caffe's shape rule: the shape of every top, from the bottom shapes."""

@@ -219,8 +219,9 @@ def _shape(shape: Shape | None) -> str:
     return "?" if shape is None else "x".join(str(d) for d in shape)
 
 
-def format_info(info: NetInfo) -> str:
-    """The text ``caffe2torch info`` prints."""
+def format_info(info: NetInfo, all_weights: bool = False) -> str:
+    """The text ``caffe2torch info`` prints (``all_weights``: every caffemodel layer, not only
+    those that do not bind, when there are more than 20)."""
     lines = [f"net '{info.name}' ({info.source}, {info.format} prototxt)",
              "inputs:  " + ", ".join(f"{n} {_shape(s)}" for n, s in info.inputs),
              "outputs: " + ", ".join(f"{n} {_shape(s)}" for n, s in info.outputs), "",
@@ -231,21 +232,26 @@ def format_info(info: NetInfo) -> str:
         if any(s is None for row in info.rows for s in row.shapes):
             lines.append("  shapes marked ? could not be inferred past these layers")
     if info.weights is not None:
-        lines += ["", format_weights(info.weights)]
+        lines += ["", format_weights(info.weights, all_weights)]
     return "\n".join(lines)
 
 
-def format_weights(summary: WeightsSummary) -> str:
+def format_weights(summary: WeightsSummary, all_layers: bool = False) -> str:
     with_blobs = [layer for layer in summary.layers if layer.shapes]
+    shown = with_blobs if all_layers or len(with_blobs) <= 20 else [
+        layer for layer in with_blobs if layer.status != "binds"]
     head = (f"weights {summary.path}: {summary.format} caffemodel '{summary.name}', "
             f"{len(summary.layers)} layers ({len(with_blobs)} with blobs), "
             f"{sum(len(layer.shapes) for layer in summary.layers)} blobs, "
             f"{summary.num_params:,} values ({summary.nbytes / 2**20:.1f} MiB); "
             f"{summary.binding} of {len(with_blobs)} bind")
     lines = [head]
-    width = max((len(layer.name) for layer in with_blobs), default=5)
-    type_width = max((len(layer.type) for layer in with_blobs), default=4)
-    for layer in with_blobs:
+    width = max((len(layer.name) for layer in shown), default=5)
+    type_width = max((len(layer.type) for layer in shown), default=4)
+    if len(shown) < len(with_blobs):
+        head += f" (the {len(with_blobs) - len(shown)} that bind are listed with -v)"
+        lines = [head]
+    for layer in shown:
         shapes = ", ".join(_shape(s) for s in layer.shapes)
         lines.append(f"  {layer.name.ljust(width)}  {layer.type.ljust(type_width)}  "
                      f"{shapes}  -> {layer.status}")
