@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from caffe2torch.build import CaffeNet, build_module
+from caffe2torch.build import CaffeNet, build_module, materialize
 from caffe2torch.errors import UnsupportedLayerError
 from caffe2torch.io.caffemodel import CaffeModel, read_caffemodel, write_caffemodel
 from caffe2torch.io.prototxt import read_prototxt
@@ -70,13 +70,16 @@ def build(net: NetSource, weights: str | os.PathLike[str] | CaffeModel | None = 
     fits and records the findings in ``net.caffe.weights_report`` instead of raising.
     """
     graph = load_graph(net, input_shapes, phase=phase, stages=stages)
-    module = build_module(graph)
+    model = None
+    if weights is not None:
+        model = weights if isinstance(weights, CaffeModel) else read_caffemodel(weights)
+    module = build_module(graph, deferred=model is not None)
     for note in graph.notes:
         log.info("%s", note)
     module.caffe.weights_report = None
-    if weights is not None:
-        model = weights if isinstance(weights, CaffeModel) else read_caffemodel(weights)
+    if model is not None:
         module.caffe.weights_report = bind_weights(module, model, strict=strict)
+        materialize(module)
     return module
 
 

@@ -99,8 +99,17 @@ class CaffeNet(fx.GraphModule):
         return cache[key]
 
 
-def build_module(graph: NetGraph) -> CaffeNet:
-    """Build the GraphModule for a graph whose blob shapes are inferred."""
+def build_module(graph: NetGraph, *, deferred: bool = False) -> CaffeNet:
+    """Build the GraphModule for a graph whose blob shapes are inferred.
+
+    ``deferred=True`` creates the modules on the meta device (no memory, no initialisation):
+    weight binding then materialises each module it fills completely, and :func:`materialize`
+    rebuilds the rest. Loading a large caffemodel so costs one copy of each blob, not an
+    initialisation of every parameter first.
+    """
+    if deferred:
+        with torch.device("meta"):
+            return build_module(graph)
     fx_graph = fx.Graph()
     modules: dict[str, nn.Module] = {}
     values: dict[str, fx.Node] = {}
@@ -146,3 +155,35 @@ def _emit(fx_graph: fx.Graph, node: LayerNode, graph: NetGraph,
 def _class_name(net_name: str) -> str:
     cleaned = "".join(ch if ch.isalnum() else "_" for ch in net_name).strip("_")
     return cleaned if cleaned and cleaned[0].isalpha() else "CaffeNet"
+
+
+def is_deferred(module: nn.Module) -> bool:
+    return any(t.is_meta for t in (*module.parameters(), *module.buffers()))
+
+
+def only_caffe_blobs(module: nn.Module) -> bool:
+    """True when the module's tensors are exactly its Caffe blobs (loading defines all of them)."""
+    names = {n for n, _ in module.named_parameters()} | {n for n, _ in module.named_buffers()}
+    return names == set(getattr(module, "caffe_blobs", ()))
+
+
+def rebuild_layer(net: CaffeNet, layer_name: str) -> nn.Module:
+    """Build one layer's module again on the CPU, initialised, in place of the current one."""
+    graph = net.caffe.graph
+    node = graph.layers[[n.name for n in graph.layers].index(layer_name)] \
+        if layer_name in net.caffe.modules else None
+    if node is None:
+        raise Caffe2TorchError(f"no layer named '{layer_name}' in net '{graph.name}'")
+    inputs = [graph.blobs[b].shape for b in node.bottoms]
+    module = get_converter(node.type).build(node, inputs)
+    net.add_submodule(node.module_name, module)
+    return module
+
+
+def materialize(net: CaffeNet) -> CaffeNet:
+    """Rebuild, initialised on the CPU, every module still on the meta device."""
+    for node in net.caffe.graph.layers:
+        if node.role != "input" and node.tops and is_deferred(net.get_submodule(node.module_name)):
+            rebuild_layer(net, node.name)
+    net.__dict__.pop("_blob_modules", None)
+    return net

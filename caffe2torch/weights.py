@@ -85,7 +85,7 @@ def bind_weights(net: CaffeNet, model: CaffeModel, strict: bool = True) -> Weigh
         source = candidates[occurrence] if occurrence < len(candidates) else candidates[0]
         used.add(node.name)
         if _check_blobs(node, shapes, source.blobs, report):
-            module = net.get_submodule(node.module_name)
+            module = _loadable(net, node)
             arrays = [b.data.reshape(s) for b, s in zip(source.blobs, shapes, strict=True)]
             get_converter(node.type).load_blobs(module, arrays)
             report.loaded.append(node.name)
@@ -97,6 +97,18 @@ def bind_weights(net: CaffeNet, model: CaffeModel, strict: bool = True) -> Weigh
     if strict and not report.ok:
         raise WeightsError(str(report) + "\n(pass strict=False to load what fits)")
     return report
+
+
+def _loadable(net: CaffeNet, node: LayerNode):
+    """The layer's module, on the CPU: a deferred module that loading fills completely is only
+    allocated; any other deferred module is built (initialised) first."""
+    from caffe2torch.build import is_deferred, only_caffe_blobs, rebuild_layer
+    module = net.get_submodule(node.module_name)
+    if not is_deferred(module):
+        return module
+    if only_caffe_blobs(module):
+        return module.to_empty(device="cpu")
+    return rebuild_layer(net, node.name)
 
 
 def _check_blobs(node: LayerNode, shapes: list[Shape], blobs, report: WeightsReport) -> bool:

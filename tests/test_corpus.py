@@ -17,16 +17,9 @@ import torch
 import caffe2torch
 from caffe2torch.errors import UnsupportedLayerError
 from caffe2torch.ir.deploy import deploy_prototxt
-from oracle import (CORPUS, ROOT, SHARED, assert_close, max_rel_error, opencv_layer_tops,
-                    require_shared)
+from oracle import CORPUS, SHARED, assert_close, opencv_blobs, require_shared
 
 MANIFEST = SHARED / "corpus" / "manifest.tsv"
-GOLDEN = ROOT / "tests" / "golden" / "corpus"
-# Files where OpenCV is wrong: they are checked against real Caffe (tests/golden/corpus, made by
-# tests/golden/make_corpus_goldens.py), and the test asserts that OpenCV still disagrees.
-OPENCV_WRONG = {
-    "opencv_test_conv_2_inps": "the second bottom of a shared-filter Convolution",
-}
 
 # Inputs the files leave open (data layers, placeholder dims), and smaller sizes that keep the
 # heavy fully-convolutional nets fast; every other input runs at its declared shape with batch 1.
@@ -101,9 +94,6 @@ def test_corpus_file(file_name, tmp_path):
             assert f"'{type_name}'" in str(err.value)
         return
     _check_declared_shapes(path, row, stem)
-    if stem in OPENCV_WRONG:
-        _check_against_caffe_golden(path, stem)
-        return
     graph = caffe2torch.load_graph(path, input_shapes=INPUTS.get(stem))
     shapes = _run_inputs(graph, stem)
     deploy = tmp_path / f"{stem}.deploy.prototxt"
@@ -120,11 +110,9 @@ def test_corpus_file(file_name, tmp_path):
         ours = net(**{k: torch.from_numpy(v) for k, v in inputs.items()}, outputs=outputs)
     producers = {name: _producer(run_graph, name) for name in outputs}
     source = path if not _needs_deploy_file(graph) else deploy
-    theirs = opencv_layer_tops(source, weights, inputs, [p for p, _ in producers.values()],
-                               aliases={p: name for name, (p, _) in producers.items()})
+    theirs = opencv_blobs(source, weights, inputs, producers)
     for name in outputs:
-        layer, top_index = producers[name]
-        expected = theirs[layer][top_index]
+        expected = theirs[name]
         if expected.size == ours[name].numel():  # OpenCV drops trailing 1-sized axes
             expected = expected.reshape(ours[name].shape)
         assert_close(ours[name].numpy(), expected, 1e-4, f"{file_name}: {name}")
@@ -152,26 +140,3 @@ def _check_declared_shapes(path, row, stem: str) -> None:
         assert graph.blob(name).shape == shape, f"{name}: {graph.blob(name).shape} != {shape}"
     assert all(math.prod(graph.blobs[b].shape) > 0 for b in graph.outputs)
 
-
-def _check_against_caffe_golden(path, stem: str) -> None:
-    fixture = np.load(GOLDEN / f"{stem}.npz")
-    inputs = {k.removeprefix("input:"): fixture[k] for k in fixture.files if k.startswith("input:")}
-    blobs = {k.removeprefix("blob:"): fixture[k] for k in fixture.files if k.startswith("blob:")}
-    weights = GOLDEN / f"{stem}.caffemodel"
-    net = caffe2torch.build(path, weights=weights,
-                            input_shapes={k: v.shape for k, v in inputs.items()})
-    with torch.no_grad():
-        ours = net(**{k: torch.from_numpy(v) for k, v in inputs.items()}, outputs=list(blobs))
-    for name, expected in blobs.items():
-        assert_close(ours[name].numpy(), expected, 1e-5, f"{stem}: {name} vs real Caffe")
-    graph = net.caffe.graph
-    layers = [_producer(graph, graph.blobs[b].name)[0] for b in graph.outputs]
-    try:
-        theirs = opencv_layer_tops(path, weights, inputs, layers)
-    except Exception:  # noqa: BLE001  (OpenCV failing outright is one of its known errors)
-        return
-    worst = max(max_rel_error(ours[graph.blobs[b].name].numpy(),
-                              theirs[layer][graph.layers[graph.blobs[b].producer].tops.index(b)]
-                              .reshape(ours[graph.blobs[b].name].shape))
-                for b, layer in zip(graph.outputs, layers))
-    assert worst > 1e-3, f"OpenCV now agrees with Caffe on {stem}; move it back to the OpenCV check"

@@ -95,8 +95,13 @@ def blob_tensor(blob: np.ndarray) -> torch.Tensor:
 
 
 def caffe_tensors(module: nn.Module) -> list[torch.Tensor]:
-    """The module's parameters/buffers named by its ``caffe_blobs``, in Caffe order."""
-    return [getattr(module, name) for name in getattr(module, "caffe_blobs", ())]
+    """The module's parameters/buffers named by its ``caffe_blobs`` (dotted names reach into
+    submodules), in Caffe order."""
+    found = []
+    for name in getattr(module, "caffe_blobs", ()):
+        owner, _, attr = name.rpartition(".")
+        found.append(getattr(module.get_submodule(owner) if owner else module, attr))
+    return found
 
 
 _REGISTRY: dict[str, Converter] = {}

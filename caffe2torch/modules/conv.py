@@ -55,15 +55,7 @@ class AxisConv(nn.Module):
     def __init__(self, conv: nn.Module, axis: int) -> None:
         super().__init__()
         self.conv, self.axis = conv, axis
-        self.caffe_blobs = conv.caffe_blobs  # the properties below reach into the wrapped conv
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.conv.weight
-
-    @property
-    def bias(self) -> torch.Tensor | None:
-        return self.conv.bias
+        self.caffe_blobs = tuple(f"conv.{name}" for name in conv.caffe_blobs)
 
     def forward(self, *inputs: torch.Tensor):
         outputs = tuple(self._one(x) for x in inputs)
