@@ -34,6 +34,8 @@ from typing import IO, Any, Literal, NoReturn, Union
 import numpy as np
 
 from caffe2torch.errors import CaffemodelError
+from caffe2torch.io.upgrade import V0_TYPES, V1_TYPE_NAMES
+from caffe2torch.proto import caffe_pb2
 
 __all__ = [
     "CaffeBlob", "CaffeLayerBlobs", "CaffeModel", "V0_LAYER_TYPES", "V1_LAYER_TYPES",
@@ -45,30 +47,12 @@ Format = Literal["V2", "V1", "V0", "HDF5"]
 Buffer = Union[bytes, bytearray, memoryview, mmap.mmap]
 BlobsIn = Iterable[tuple[str, str, Sequence[np.ndarray]]]
 
-# V1LayerParameter.LayerType number -> V2 type string (Caffe's UpgradeV1LayerType).
+# V1LayerParameter.LayerType number -> V2 type string, and V0 type string -> V2 type string:
+# the same tables Caffe's upgrade uses (caffe2torch.io.upgrade), keyed as the wire format has them.
 V1_LAYER_TYPES: dict[int, str] = {
-    0: "", 35: "AbsVal", 1: "Accuracy", 30: "ArgMax", 2: "BNLL", 3: "Concat",
-    37: "ContrastiveLoss", 4: "Convolution", 5: "Data", 39: "Deconvolution", 6: "Dropout",
-    32: "DummyData", 7: "EuclideanLoss", 25: "Eltwise", 38: "Exp", 8: "Flatten", 9: "HDF5Data",
-    10: "HDF5Output", 28: "HingeLoss", 11: "Im2col", 12: "ImageData", 13: "InfogainLoss",
-    14: "InnerProduct", 15: "LRN", 29: "MemoryData", 16: "MultinomialLogisticLoss", 34: "MVN",
-    17: "Pooling", 26: "Power", 18: "ReLU", 19: "Sigmoid", 27: "SigmoidCrossEntropyLoss",
-    36: "Silence", 20: "Softmax", 21: "SoftmaxWithLoss", 22: "Split", 33: "Slice", 23: "TanH",
-    24: "WindowData", 31: "Threshold",
-}
+    caffe_pb2.V1LayerParameter.LayerType.Value(enum): v2 for enum, v2 in V1_TYPE_NAMES.items()}
 _V2_TO_V1 = {name: number for number, name in V1_LAYER_TYPES.items()}
-
-# V0 type string -> V2 type string (Caffe's UpgradeV0LayerType, then UpgradeV1LayerType).
-V0_LAYER_TYPES: dict[str, str] = {
-    "accuracy": "Accuracy", "bnll": "BNLL", "concat": "Concat", "conv": "Convolution",
-    "data": "Data", "dropout": "Dropout", "euclidean_loss": "EuclideanLoss",
-    "flatten": "Flatten", "hdf5_data": "HDF5Data", "hdf5_output": "HDF5Output",
-    "im2col": "Im2col", "images": "ImageData", "infogain_loss": "InfogainLoss",
-    "innerproduct": "InnerProduct", "lrn": "LRN",
-    "multinomial_logistic_loss": "MultinomialLogisticLoss", "pool": "Pooling", "relu": "ReLU",
-    "sigmoid": "Sigmoid", "softmax": "Softmax", "softmax_loss": "SoftmaxWithLoss",
-    "split": "Split", "tanh": "TanH", "window_data": "WindowData",
-}
+V0_LAYER_TYPES: dict[str, str] = {v0: V1_TYPE_NAMES[enum] for v0, enum in V0_TYPES.items()}
 
 _VARINT, _I64, _LEN, _SGROUP, _EGROUP, _I32 = 0, 1, 2, 3, 4, 5
 _WIRE_NAMES = ("varint", "64-bit", "length-delimited", "group start", "group end", "32-bit")

@@ -16,7 +16,7 @@ V1 = caffe_pb2.V1LayerParameter
 Format = Literal["V0", "V1", "V2"]
 
 # V0 type strings -> V1 enum names (Caffe's UpgradeV0LayerType).
-_V0_TYPES = {
+V0_TYPES = {
     "accuracy": "ACCURACY", "bnll": "BNLL", "concat": "CONCAT", "conv": "CONVOLUTION",
     "data": "DATA", "dropout": "DROPOUT", "euclidean_loss": "EUCLIDEAN_LOSS",
     "flatten": "FLATTEN", "hdf5_data": "HDF5_DATA", "hdf5_output": "HDF5_OUTPUT",
@@ -162,10 +162,10 @@ def _upgrade_v0_layer(connection: V1, source: str) -> V1:
     if v0.HasField("name"):
         layer.name = v0.name
     if v0.HasField("type"):
-        if v0.type not in _V0_TYPES:
+        if v0.type not in V0_TYPES:
             raise PrototxtError(f"{source}: V0 layer '{v0.name}' has unknown type '{v0.type}'; "
-                                f"expected one of {sorted(_V0_TYPES)}")
-        layer.type = V1.LayerType.Value(_V0_TYPES[v0.type])
+                                f"expected one of {sorted(V0_TYPES)}")
+        layer.type = V1.LayerType.Value(V0_TYPES[v0.type])
     layer.blobs.extend(v0.blobs)
     layer.blobs_lr.extend(v0.blobs_lr)
     layer.weight_decay.extend(v0.weight_decay)
