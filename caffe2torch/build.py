@@ -175,7 +175,7 @@ def rebuild_layer(net: CaffeNet, layer_name: str) -> nn.Module:
     if node is None:
         raise Caffe2TorchError(f"no layer named '{layer_name}' in net '{graph.name}'")
     inputs = [graph.blobs[b].shape for b in node.bottoms]
-    module = get_converter(node.type).build(node, inputs)
+    module = get_converter(node.type).build(node, inputs).train(net.training)
     net.add_submodule(node.module_name, module)
     return module
 

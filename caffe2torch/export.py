@@ -541,7 +541,7 @@ def load(weights: str | os.PathLike[str] | None = None, map_location="cpu") -> {
     with torch.device("meta"):  # no initialisation: every tensor comes from the file
         model = {cls}()
     model.load_state_dict(state, assign=True)
-    if any(t.is_meta for t in model.state_dict(keep_vars=True).values()):
+    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
         model = {cls}()  # tensors the file does not hold: build them for real
         model.load_state_dict(state)
     return model.eval()'''

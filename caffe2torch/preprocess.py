@@ -118,12 +118,14 @@ class Preprocessing:
     @classmethod
     def from_transform_param(cls, param: caffe_pb2.TransformationParameter,
                              base_dir: str | os.PathLike[str] | None = None,
-                             input_shape: Sequence[int] | None = None) -> Preprocessing:
+                             input_shape: Sequence[int] | None = None, *,
+                             load_mean_file: bool = True) -> Preprocessing:
         """From a Data layer's ``transform_param`` (crop_size, mean_value, mean_file, scale).
 
         Caffe's Data layers read BGR pixels in 0..255. The resize (which Caffe did when the
         database was made) is the mean image's size when there is a mean file, else the shorter
-        side to the crop, else the input's H x W.
+        side to the crop, else the input's H x W. ``load_mean_file=False`` leaves a mean file
+        out (when the caller replaces the mean anyway).
         """
         channels = 1 if param.force_gray else 3
         if input_shape is not None and len(input_shape) == 4 and input_shape[1] in (1, 3):
@@ -132,7 +134,7 @@ class Preprocessing:
         crop_w = param.crop_w or param.crop_size
         crop = (int(crop_h), int(crop_w)) if crop_h and crop_w else None
         mean: np.ndarray | None = None
-        if param.mean_file:
+        if param.mean_file and load_mean_file:
             mean = read_mean_file(_resolve(param.mean_file, base_dir))
         elif len(param.mean_value):
             mean = np.asarray(list(param.mean_value), dtype=np.float32)
@@ -345,12 +347,14 @@ def list_images(directory: str | os.PathLike[str]) -> list[str]:
 # ---------------------------------------------------------------------- defaults for a net
 
 
-def default_preprocessing(graph: NetGraph, entry: ZooEntry | None = None) -> Preprocessing:
+def default_preprocessing(graph: NetGraph, entry: ZooEntry | None = None, *,
+                          load_mean_file: bool = True) -> Preprocessing:
     """The preprocessing a net was trained with, as far as its files say.
 
     In order: the model zoo entry (given, or the one whose prototxt this is); a Data layer's
     ``transform_param`` in the prototxt (the kept phase's first); else BGR pixels 0..255 resized
-    to the input size, no mean (logged: pass ``mean`` when the net was trained with one).
+    to the input size, no mean. ``load_mean_file=False`` skips reading a mean file (for a
+    caller that replaces the mean).
     """
     input_shape = _first_input_shape(graph)
     channels = 1 if input_shape is not None and len(input_shape) == 4 and input_shape[1] == 1 \
@@ -362,7 +366,8 @@ def default_preprocessing(graph: NetGraph, entry: ZooEntry | None = None) -> Pre
         param = _transform_param(graph)
         base_dir = Path(graph.definition.source).parent
         if param is not None:
-            found = Preprocessing.from_transform_param(param, base_dir, input_shape)
+            found = Preprocessing.from_transform_param(param, base_dir, input_shape,
+                                                       load_mean_file=load_mean_file)
         else:
             log.info("%s: no preprocessing recorded (no zoo manifest, no Data layer); using "
                      "BGR 0..255 without a mean subtraction", graph.definition.source)

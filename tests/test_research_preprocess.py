@@ -4,7 +4,7 @@ from __future__ import annotations
 import matplotlib.cbook
 import numpy as np
 import pytest
-from oracle import ROOT
+from oracle import CORPUS, ROOT, require_shared
 from PIL import Image
 
 import caffe2torch
@@ -158,3 +158,13 @@ def test_list_images_is_recursive_sorted_and_relative(tmp_path):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(b"")
     assert list_images(tmp_path) == ["a/c.JPG", "b.png"]
+
+
+def test_missing_mean_file_is_named_unless_the_mean_is_replaced():
+    path = require_shared(CORPUS / "bvlc_reference_caffenet_train_val.prototxt")
+    graph = caffe2torch.load_graph(path, {"data": (1, 3, 227, 227)})
+    with pytest.raises(PreprocessError, match="imagenet_mean.binaryproto does not exist; pass"):
+        default_preprocessing(graph)
+    prep = default_preprocessing(graph, load_mean_file=False).replace(mean=[104, 117, 123])
+    assert (prep.size, prep.crop, prep.source) == (227, (227, 227), "transform_param")
+    assert prep(HOPPER).shape == (3, 227, 227)

@@ -117,3 +117,18 @@ def test_input_file_is_never_modified(small, tmp_path, rng):
     with torch.no_grad():
         net.conv.weight.add_(1.0)
     assert path.read_bytes() == before and small.read_text() == text_before
+
+
+def test_layers_rebuilt_while_binding_keep_eval_mode(write_net, tmp_path):
+    """BatchNorm has tensors besides its Caffe blobs, so binding builds it anew: still eval."""
+    path = write_net('input: "data" input_shape { dim: 3 dim: 2 dim: 4 dim: 5 }\n'
+                     'layer { name: "bn" type: "BatchNorm" bottom: "data" top: "bn" }')
+    weights = tmp_path / "bn.caffemodel"
+    caffe2torch.write_random_caffemodel(path, weights, seed=4)
+    net = caffe2torch.build(path, weights=weights)
+    assert not any(m.training for m in net.modules())
+    x = torch.randn(3, 2, 4, 5, generator=torch.Generator().manual_seed(0))
+    bn = net.bn
+    expected = (x - bn.running_mean[:, None, None]) / torch.sqrt(bn.running_var[:, None, None]
+                                                                 + 1e-5)
+    assert torch.allclose(net(x), expected, atol=1e-5)

@@ -43,6 +43,9 @@ class FilterConverter(Converter):
     """Bottoms: k blobs (N, ...) and the selector (N, 1, ..., 1) last; k tops (at most N, ...)."""
 
     caffe_type = "Filter"
+    limits = ("a static top size: inferred axis 0 is the whole batch (Caffe's set-up shape); "
+              "the run-time size follows the selector")
+    #: The inferred axis 0 of the tops is an upper bound; the run-time size depends on values.
     data_dependent = True
 
     def output_shapes(self, layer: LayerNode, inputs: Sequence[Shape]) -> list[Shape]:

@@ -35,6 +35,8 @@ class _Layout:
 class _RecurrentConverter(Converter):
     """Caffe's RecurrentLayer checks and shapes; subclasses give the gate width and states."""
 
+    limits = ("the state Caffe carries from one forward call to the next without "
+              "expose_hidden (each call starts from zero, as Caffe's first)")
     gates_per_hidden = 1
     states = ("h",)
 
@@ -45,9 +47,9 @@ class _RecurrentConverter(Converter):
         if p.num_output <= 0:
             raise shape_error(layer, f"num_output is {p.num_output}; expected a positive number")
         x, cont = inputs[0], inputs[1]
-        if len(x) < 2:
-            raise shape_error(layer, f"x (bottom 0) has shape {x}; expected at least 2 axes "
-                                     "(timesteps, streams, ...)")
+        if len(x) < 3:  # its InnerProduct has axis 2
+            raise shape_error(layer, f"x (bottom 0) has shape {tuple(x)}; expected at least 3 "
+                                     "axes (timesteps, streams, features...)")
         steps, streams = x[0], x[1]
         if steps < 1:
             raise shape_error(layer, f"x (bottom 0) has {steps} timesteps; expected at least 1")
@@ -57,9 +59,10 @@ class _RecurrentConverter(Converter):
         static_size = None
         if len(inputs) > 2 + exposed:
             static = inputs[2]
-            if len(static) < 1 or static[0] != streams:
+            if len(static) < 2 or static[0] != streams:  # its InnerProduct has axis 1
                 raise shape_error(layer, f"x_static (bottom 2) has shape {tuple(static)}; "
-                                         f"expected {streams} streams along axis 0")
+                                         f"expected ({streams}, features...): the {streams} "
+                                         "streams, then at least 1 axis")
             static_size = count(static, 1)
         state = (1, streams, p.num_output)
         first = len(inputs) - exposed

@@ -34,6 +34,9 @@ class Converter:
     caffe_type: ClassVar[str] = ""
     #: Parameter values or forms this converter does not reproduce (shown in the support table).
     limits: ClassVar[str] = ""
+    #: True where a top's size depends on input values (Filter): output_shapes gives Caffe's
+    #: shape at net set-up, an upper bound along axis 0 of the run-time size.
+    data_dependent: ClassVar[bool] = False
 
     def output_shapes(self, layer: LayerNode, inputs: Sequence[Shape]) -> list[Shape]:
         """Caffe's shape rule: the shape of every top, from the bottom shapes."""

@@ -43,7 +43,7 @@ def zoo_entry(args: argparse.Namespace):
 
 def preprocessing_from_args(args: argparse.Namespace, graph) -> Preprocessing:
     """The net's default preprocessing with the command line's overrides applied."""
-    prep = default_preprocessing(graph, zoo_entry(args))
+    prep = default_preprocessing(graph, zoo_entry(args), load_mean_file=not args.mean)
     crop = parse_size(args.crop) if args.crop else None
     if isinstance(crop, int):
         crop = (crop, crop)

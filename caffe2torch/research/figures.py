@@ -19,6 +19,7 @@ from caffe2torch.build import CaffeNet
 from caffe2torch.errors import Caffe2TorchError
 from caffe2torch.layers.registry import get_converter
 from caffe2torch.preprocess import ImageInput, Preprocessing, default_preprocessing
+from caffe2torch.research.graphing import require_matplotlib
 
 DISPLAY_SIZE = 224  # small inputs are shown enlarged to at least this many pixels high
 
@@ -202,6 +203,7 @@ def _spatial(activation: np.ndarray, what: str) -> np.ndarray:
 
 def _colormap(values: np.ndarray, cmap: str) -> np.ndarray:
     """(N, H, W) values in [0, 1] -> (N, H, W, 3) floats 0..255."""
+    require_matplotlib("colouring activations")
     from matplotlib import colormaps
     return colormaps[cmap](values)[..., :3] * 255.0
 

@@ -361,12 +361,16 @@ def draw_graph(net: NetSource | NetGraph, output: str | os.PathLike[str], *,
     if engine != "matplotlib":
         raise GraphDrawingError(f"engine {engine!r}: expected 'matplotlib' or 'dot'")
     figure = render_figure(display_graph(graph, fold_inplace))
-    try:
-        figure.savefig(output, dpi=_safe_dpi(figure, dpi))
-    finally:
-        import matplotlib.pyplot as plt
-        plt.close(figure)
+    figure.savefig(output, dpi=_safe_dpi(figure, dpi))  # a bare Figure: nothing to close
     return output
+
+
+def require_matplotlib(what: str) -> None:
+    """A clear error instead of an ImportError when matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise GraphDrawingError(f"{what} needs matplotlib: pip install matplotlib") from None
 
 
 def _graph_for_drawing(net: NetSource, input_shapes: InputShapes | None) -> NetGraph:
@@ -390,7 +394,8 @@ def _render_with_dot(text: str, output: Path) -> Path:
 
 
 def render_figure(shown: DisplayGraph):
-    """A matplotlib Figure of the display graph (caller saves and closes it)."""
+    """A matplotlib Figure of the display graph (caller saves it)."""
+    require_matplotlib("drawing a graph as .svg/.png/.pdf")
     from matplotlib.figure import Figure
     from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
     from matplotlib.path import Path as MPath

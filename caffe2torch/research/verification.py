@@ -104,12 +104,14 @@ class VerifyReport:
         compared = [row for row in self.rows if row.compared]
         if not compared:
             return "FAIL: no layer could be compared with OpenCV"
+        layers = len({row.layer for row in compared})
         if self.passed:
             worst = max(compared, key=lambda r: r.max_rel or 0.0)
-            return (f"PASS: {len(compared)} layers agree with OpenCV within relative "
+            return (f"PASS: {layers} layers agree with OpenCV within relative "
                     f"{self.tolerance:g} (largest {worst.max_rel:.2g} at '{worst.layer}')")
         first = self.failures[0]
-        text = (f"FAIL: {len(self.failures)} of {len(compared)} layers over relative "
+        failing = len({row.layer for row in self.failures})
+        text = (f"FAIL: {failing} of {layers} layers over relative "
                 f"{self.tolerance:g}; the first is '{first.layer}' ({first.type}), "
                 f"max relative error {first.max_rel:.3g}")
         if first.note:
@@ -136,23 +138,23 @@ def verify(net: str | os.PathLike[str], weights: str | os.PathLike[str], *,
     ours = _our_layer_outputs(model, inputs)
     report = VerifyReport(prototxt=str(net), weights=str(weights), input=described,
                           tolerance=tolerance, opencv_version=cv2.__version__)
-    theirs = _opencv_layer_outputs(cv2, graph, Path(net), Path(weights), inputs, list(ours))
+    theirs = _opencv_layer_outputs(cv2, model.caffe.graph, Path(net), Path(weights), inputs,
+                                   list(ours))
     for node in model.caffe.graph.layers:
-        if node.role == "input" or not node.tops:
+        if node.role == "input":
             continue
-        top = node.tops[0]
-        row = LayerComparison(layer=node.name, type=node.type,
-                              top=model.caffe.graph.blobs[top].name,
-                              shape=tuple(ours[node.name].shape) if node.name in ours else ())
-        row.note = opencv_difference(node)
-        if node.name not in theirs:
-            row.status = "skipped: OpenCV has no layer of this name"
-        else:
-            _compare(row, ours[node.name], theirs[node.name], tolerance)
-        report.rows.append(row)
-    multi = [n.name for n in model.caffe.graph.layers if n.role != "input" and len(n.tops) > 1]
-    if multi:
-        report.notes.append(f"layers with several tops are compared on their first top: {multi}")
+        for index, top in enumerate(node.tops):
+            row = LayerComparison(layer=node.name, type=node.type,
+                                  top=model.caffe.graph.blobs[top].name,
+                                  shape=tuple(ours[node.name][index].shape),
+                                  note=opencv_difference(node))
+            if node.name not in theirs:
+                row.status = "skipped: OpenCV has no layer of this name"
+            elif index > 0:  # OpenCV keeps only top 0; it may reuse the others' memory
+                row.status = "skipped: OpenCV keeps only top 0 (checked by the layers reading it)"
+            else:
+                _compare(row, ours[node.name][0], theirs[node.name], tolerance)
+            report.rows.append(row)
     return report
 
 
@@ -187,16 +189,19 @@ def _make_inputs(graph: NetGraph, image: ImageInput | None, preprocessing: Prepr
     return inputs, f"random standard normal (seed {seed}): {shapes}"
 
 
-def _our_layer_outputs(model, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _our_layer_outputs(model, inputs: Mapping[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
     with torch.no_grad():
         tensors = {name: torch.from_numpy(value) for name, value in inputs.items()}
         outputs = model.layer_outputs(**tensors)
-    return {name: tops[0].numpy() for name, tops in outputs.items() if tops}
+    return {name: [top.numpy() for top in tops] for name, tops in outputs.items() if tops}
 
 
 def _opencv_layer_outputs(cv2, graph: NetGraph, prototxt: Path, weights: Path,
                           inputs: Mapping[str, np.ndarray],
                           layers: list[str]) -> dict[str, np.ndarray]:
+    """The first top of each layer OpenCV knows, by our layer name. OpenCV names a few layers
+    after their first top; those are asked for by that name. (Only a layer's first top is
+    kept from reuse by OpenCV, so later tops are not asked for.)"""
     with tempfile.TemporaryDirectory(prefix="caffe2torch-verify-") as tmp:
         readable = _opencv_prototxt(graph, prototxt, Path(tmp))
         try:
@@ -211,14 +216,20 @@ def _opencv_layer_outputs(cv2, graph: NetGraph, prototxt: Path, weights: Path,
     cv_net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
     cv_net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
     known = set(cv_net.getLayerNames())
-    wanted = [name for name in layers if name in known]
+    asked = {}
+    for name in layers:
+        top = graph.blobs[graph.layer(name).tops[0]].name
+        if name in known:
+            asked[name] = name
+        elif top in known and top not in layers:
+            asked[name] = top
     try:
         for name, value in inputs.items():
             cv_net.setInput(np.ascontiguousarray(value), name)
-        outputs = cv_net.forward(wanted)
+        outputs = cv_net.forward(list(asked.values())) if asked else []
     except cv2.error as err:
         raise VerifyError(f"OpenCV failed to run {prototxt}: {_cv_message(err)}") from None
-    return {name: np.asarray(out) for name, out in zip(wanted, outputs, strict=True)}
+    return {name: np.asarray(out) for name, out in zip(asked, outputs, strict=True)}
 
 
 def _opencv_prototxt(graph: NetGraph, prototxt: Path, tmp: Path) -> Path:
