@@ -127,30 +127,26 @@ def _check_blobs(node: LayerNode, shapes: list[Shape], blobs, report: WeightsRep
     return good
 
 
-def net_blobs(net: CaffeNet) -> list[tuple[str, str, list[np.ndarray]]]:
-    """Every layer with its parameters as Caffe blobs, ``(name, type, blobs)``, as Caffe saves."""
-    graph = net.caffe.graph
+def _every_layer(graph: NetGraph, blobs_of) -> list[tuple[str, str, list[np.ndarray]]]:
+    """``(name, type, blobs)`` for every kept layer, as Caffe saves a net: ``blobs_of(node,
+    inputs)`` for the layers with parameters, no blobs for the others."""
     with_blobs = {node.name for node, _ in parameter_layers(graph)}
     result = []
     for node in graph.layers:
-        blobs: list[np.ndarray] = []
-        if node.name in with_blobs:
-            inputs = [graph.blobs[b].shape for b in node.bottoms]
-            module = net.get_submodule(node.module_name)
-            blobs = get_converter(node.type).dump_blobs(module, node, inputs)
+        inputs = [graph.blobs[b].shape for b in node.bottoms]
+        blobs = blobs_of(node, inputs) if node.name in with_blobs else []
         result.append((node.name, node.type, blobs))
     return result
+
+
+def net_blobs(net: CaffeNet) -> list[tuple[str, str, list[np.ndarray]]]:
+    """The net's parameters as Caffe blobs, layer by layer, for a caffemodel writer."""
+    return _every_layer(net.caffe.graph, lambda node, inputs: get_converter(node.type).dump_blobs(
+        net.get_submodule(node.module_name), node, inputs))
 
 
 def random_blobs(graph: NetGraph, seed: int = 0) -> list[tuple[str, str, list[np.ndarray]]]:
-    """Every layer with random, well-scaled blobs where it has parameters (test models)."""
+    """Random, well-scaled blobs for every layer with parameters (test models, benchmarks)."""
     rng = np.random.default_rng(seed)
-    with_blobs = {node.name for node, _ in parameter_layers(graph)}
-    result = []
-    for node in graph.layers:
-        blobs: list[np.ndarray] = []
-        if node.name in with_blobs:
-            inputs = [graph.blobs[b].shape for b in node.bottoms]
-            blobs = get_converter(node.type).random_blobs(node, inputs, rng)
-        result.append((node.name, node.type, blobs))
-    return result
+    return _every_layer(graph, lambda node, inputs: get_converter(node.type).random_blobs(
+        node, inputs, rng))

@@ -41,7 +41,9 @@ def _repeated(layer: LayerNode, name: str, values: Sequence[int], n: int, defaul
     return tuple(values) * n if len(values) == 1 else tuple(values)
 
 
-def conv_geometry(layer: LayerNode, input_shape: Sequence[int]) -> ConvGeometry:
+def spatial_geometry(layer: LayerNode, input_shape: Sequence[int]):
+    """(axis, kernel, stride, pad, dilation) from ``convolution_param``, as Caffe's
+    BaseConvolutionLayer and Im2colLayer read them (no num_output / group checks)."""
     p = layer.param.convolution_param
     axis = canonical_axis(layer, p.axis, len(input_shape))
     n = len(input_shape) - axis - 1
@@ -57,6 +59,12 @@ def conv_geometry(layer: LayerNode, input_shape: Sequence[int]) -> ConvGeometry:
     if min(kernel) <= 0 or min(stride) <= 0 or min(dilation) <= 0:
         raise shape_error(layer, f"kernel {kernel}, stride {stride} and dilation {dilation} "
                                  "must be positive")
+    return axis, kernel, stride, pad, dilation
+
+
+def conv_geometry(layer: LayerNode, input_shape: Sequence[int]) -> ConvGeometry:
+    p = layer.param.convolution_param
+    axis, kernel, stride, pad, dilation = spatial_geometry(layer, input_shape)
     channels = input_shape[axis]
     if p.group <= 0 or channels % p.group or p.num_output % p.group:
         raise shape_error(layer, f"group {p.group} must divide both the input channels "

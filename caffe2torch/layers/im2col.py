@@ -5,8 +5,8 @@ import math
 from collections.abc import Sequence
 
 from caffe2torch.ir.graph import LayerNode
-from caffe2torch.layers._common import canonical_axis, expect_bottoms
-from caffe2torch.layers._spatial import _repeated  # kernel/stride/pad rules shared with conv
+from caffe2torch.layers._common import expect_bottoms
+from caffe2torch.layers._spatial import spatial_geometry
 from caffe2torch.layers.convolution import conv_output
 from caffe2torch.layers.registry import Converter, register_converter, shape_error
 from caffe2torch.modules.conv import Im2col
@@ -17,22 +17,7 @@ Shape = tuple[int, ...]
 def im2col_geometry(layer: LayerNode, shape: Shape):
     """(axis, kernel, stride, pad, dilation) as Im2colLayer::LayerSetUp reads them; unlike
     Convolution, num_output and group are ignored."""
-    p = layer.param.convolution_param
-    axis = canonical_axis(layer, p.axis, len(shape))
-    n = len(shape) - axis - 1
-    if n < 1:
-        raise shape_error(layer, f"input {tuple(shape)} has no spatial axis after axis {axis}")
-    kernel = _repeated(layer, "kernel", p.kernel_size, n, 0, (
-        p.HasField("kernel_h"), p.HasField("kernel_w"), p.kernel_h, p.kernel_w))
-    stride = _repeated(layer, "stride", p.stride, n, 1, (
-        p.HasField("stride_h"), p.HasField("stride_w"), p.stride_h, p.stride_w))
-    pad = _repeated(layer, "pad", p.pad, n, 0, (
-        p.HasField("pad_h"), p.HasField("pad_w"), p.pad_h, p.pad_w))
-    dilation = _repeated(layer, "dilation", p.dilation, n, 1, (False, False, 0, 0))
-    if min(kernel) <= 0 or min(stride) <= 0 or min(dilation) <= 0:
-        raise shape_error(layer, f"kernel {kernel}, stride {stride} and dilation {dilation} "
-                                 "must be positive")
-    return axis, kernel, stride, pad, dilation
+    return spatial_geometry(layer, shape)
 
 
 @register_converter
