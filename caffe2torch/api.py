@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from caffe2torch.build import CaffeNet, build_module, materialize
-from caffe2torch.errors import UnsupportedLayerError
+from caffe2torch.errors import ShapeError, UnsupportedLayerError
 from caffe2torch.io.caffemodel import CaffeModel, read_caffemodel, write_caffemodel
 from caffe2torch.io.prototxt import read_prototxt
 from caffe2torch.io.upgrade import NetDefinition, upgrade_net
@@ -34,15 +34,21 @@ def load_graph(net: NetSource, input_shapes: InputShapes | None = None, *, phase
                check: bool = True) -> NetGraph:
     """Parse, upgrade, select the phase and infer every blob's shape.
 
-    With ``check=False`` problems (unsupported layers, missing bottoms...) are recorded in
-    ``graph.problems`` instead of raised, and shapes are not inferred if there are any.
+    With ``check=False`` problems (unsupported layers, missing bottoms, a shape that cannot be
+    inferred...) are recorded in ``graph.problems`` instead of raised; shapes are inferred only
+    when the graph itself has no problem.
     """
     definition = load_definition(net)
     graph = build_graph(definition, phase=phase, stages=tuple(stages), level=level,
                         supported=is_supported, check=check)
     _check_parameter_values(graph, check)
     if not graph.problems:
-        infer_shapes(graph, input_shapes)
+        try:
+            infer_shapes(graph, input_shapes)
+        except ShapeError as err:
+            if check:
+                raise
+            graph.problems.append(str(err))
     return graph
 
 

@@ -80,7 +80,7 @@ class Converter:
 def _scaled_normal(shape: Shape, rng: np.random.Generator) -> np.ndarray:
     fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
     std = 1.0 / np.sqrt(max(fan_in, 1)) if len(shape) > 1 else 0.1
-    return (rng.standard_normal(shape) * std).astype(np.float32)
+    return rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
 
 
 def blob_tensor(blob: np.ndarray) -> torch.Tensor:
