@@ -586,22 +586,21 @@ def _import_name(module: str, name: str, alias: str | None = None) -> _Import:
     return _Import(alias or name, meaning, line)
 
 
-
-
 def _base_imports() -> list[_Import]:
     """What the generated class and loader use."""
     return [_import_module("os"), _import_name("pathlib", "Path"), _import_module("torch"),
             _import_name("torch", "nn")]
 
 
-@dataclass
+@dataclass(eq=False)
 class _Statement:
     """A top-level statement of an inlined file: its lines (with the comments just above it),
-    the names it binds and the names it uses."""
+    the names it binds and the names it uses; ``text`` for a generated ``alias = name``."""
 
     lines: range
     defines: set[str]
     uses: set[str]
+    text: str = ""
 
 
 @dataclass
@@ -615,18 +614,18 @@ class _SourceFile:
     statements: list[_Statement] = field(default_factory=list)
     dropped: set[int] = field(default_factory=set)  # imports, docstring, TYPE_CHECKING, __all__
     imports: list[_Import] = field(default_factory=list)
-    aliases: list[_Statement] = field(default_factory=list)  # `alias = name` for `import x as y`
-    alias_text: dict[int, str] = field(default_factory=dict)
+    inlined: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (module, name)
+    aliases: dict[str, _Statement] = field(default_factory=dict)  # `y = x` for `import x as y`
     deps: list[str] = field(default_factory=list)
 
-    def text(self, kept: set[int]) -> str:
-        """The file without the dropped lines and the statements not in ``kept`` (by id)."""
+    def text(self, kept: set[_Statement]) -> str:
+        """The file without the dropped lines and the statements not ``kept``."""
         drop = set(self.dropped)
         for statement in self.statements:
-            if id(statement) not in kept:
+            if statement not in kept:
                 drop.update(statement.lines)
         body = "\n".join(line for i, line in enumerate(self.lines) if i not in drop)
-        aliases = [self.alias_text[id(a)] for a in self.aliases if id(a) in kept]
+        aliases = [a.text for a in self.aliases.values() if a in kept]
         body = "\n".join(aliases + [re.sub(r"\n{4,}", "\n\n\n", body).strip("\n")])
         head = [f"# -- inlined from {self.path}"] + [f"# {line}".rstrip() for line in self.header]
         return "\n".join(head) + "\n\n" + body.strip("\n")
@@ -638,9 +637,9 @@ class _SourceSet:
     def __init__(self) -> None:
         self.files: dict[str, _SourceFile] = {}
         self.imports: list[_Import] = _base_imports()
-        self.roots: set[str] = set()
-        self.kept: set[int] = set()
-        self.needed: set[str] = set()
+        self.roots: set[tuple[str, str]] = set()  # (module, name) the output must define
+        self.kept: set[_Statement] = set()
+        self.used_imports: set[tuple[str, str]] = set()
         self.needs_restore = False
 
     def require_class(self, cls: type) -> None:
@@ -652,8 +651,11 @@ class _SourceSet:
             raise Caffe2TorchError(f"module class {cls.__module__}.{cls.__qualname__} is not "
                                    f"defined at the top level of its file; the .py export "
                                    f"inlines top-level classes only")
-        self.require_module(cls.__module__)
-        self.roots.add(cls.__name__)
+        self.require_name(cls.__module__, cls.__name__)
+
+    def require_name(self, module: str, name: str) -> None:
+        self.require_module(module)
+        self.roots.add((module, name))
 
     def require_module(self, name: str, chain: tuple[str, ...] = ()) -> None:
         if name in self.files:
@@ -667,30 +669,42 @@ class _SourceSet:
         self.files[name] = source  # after its dependencies: dicts keep insertion order
 
     def prune(self) -> None:
-        """Keep the statements that define a name the net needs (and what those use), and the
-        statements that define nothing (they may act on import)."""
-        statements = [s for f in self.files.values() for s in f.aliases + f.statements]
-        self.needed = set(self.roots)
-        changed = True
-        while changed:
-            changed = False
-            for statement in statements:
-                if id(statement) not in self.kept and \
-                        (not statement.defines or statement.defines & self.needed):
-                    self.kept.add(id(statement))
-                    self.needed |= statement.uses
-                    changed = True
+        """Keep the statements defining what the roots need, resolving each name in the file
+        that uses it (its own definitions, then what it imports), and the statements that
+        define nothing (they may act on import)."""
+        work = list(self.roots)
+        for source in self.files.values():
+            for statement in source.statements:
+                if not statement.defines:
+                    self.kept.add(statement)
+                    work += [(source.module, n) for n in statement.uses]
+        seen: set[tuple[str, str]] = set()
+        while work:
+            module, name = work.pop()
+            if (module, name) in seen:
+                continue
+            seen.add((module, name))
+            source = self.files[module]
+            found = [s for s in source.statements if name in s.defines]
+            if not found and name in source.inlined:
+                work.append(source.inlined[name])
+                found = [source.aliases[name]] if name in source.aliases else []
+            elif not found:
+                self.used_imports.add((module, name))  # an import, a builtin or a local name
+            for statement in found:
+                self.kept.add(statement)
+                work += [(module, n) for n in statement.uses]
 
     def kept_imports(self) -> list[_Import]:
-        file_imports = [i for f in self.files.values() for i in f.imports if i.bound in self.needed]
-        return self.imports + file_imports
+        return self.imports + [i for f in self.files.values() for i in f.imports
+                               if (f.module, i.bound) in self.used_imports]
 
     def defined(self) -> dict[str, list[str]]:
         """Each name the kept statements bind -> the files binding it."""
         owners: dict[str, list[str]] = {}
         for source in self.files.values():
-            for statement in source.aliases + source.statements:
-                if id(statement) in self.kept:
+            for statement in [*source.aliases.values(), *source.statements]:
+                if statement in self.kept:
                     for name in statement.defines:
                         if source.path not in owners.setdefault(name, []):
                             owners[name].append(source.path)
@@ -728,7 +742,7 @@ class _SourceSet:
 
     def file_texts(self) -> list[str]:
         return [source.text(self.kept) for source in self.files.values()
-                if any(id(s) in self.kept for s in source.statements + source.aliases)]
+                if any(s in self.kept for s in [*source.statements, *source.aliases.values()])]
 
 
 def _is_torch(cls: type) -> bool:
@@ -865,10 +879,9 @@ def _inline_import(target: str, alias: ast.alias, where: str, source: _SourceFil
     if defining != source.module and defining not in source.deps:
         source.deps.append(defining)
     bound = alias.asname or alias.name
+    source.inlined[bound] = (defining, real)
     if bound != real:
-        alias = _Statement(range(0), {bound}, {real})
-        source.aliases.append(alias)
-        source.alias_text[id(alias)] = f"{bound} = {real}"
+        source.aliases[bound] = _Statement(range(0), {bound}, set(), f"{bound} = {real}")
 
 
 def _check_package(module: str, where: str) -> None:
@@ -924,8 +937,7 @@ def _global_binding(name: str, value: object, sources: _SourceSet) -> str:
         raise Caffe2TorchError(f"the forward uses '{name}' ({value!r}), which the .py export "
                                f"cannot import")
     if _top_package(module) == "caffe2torch":
-        sources.require_module(module)
-        sources.roots.add(qualname)
+        sources.require_name(module, qualname)
         return "" if name == qualname else f"{name} = {qualname}"
     _check_package(module, "the fx forward")
     sources.imports.append(_import_name(module, qualname, name))

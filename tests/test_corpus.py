@@ -103,7 +103,7 @@ def test_corpus_file(file_name, tmp_path):
     caffe2torch.write_random_caffemodel(deploy, weights, seed=11)
     net = caffe2torch.build(deploy, weights=weights)
     rng = np.random.default_rng(5)
-    inputs = {name: (rng.standard_normal(shape) * 20).astype(np.float32)
+    inputs = {name: rng.standard_normal(shape, dtype=np.float32)
               for name, shape in shapes.items()}
     outputs = net.caffe.output_names
     with torch.no_grad():

@@ -768,7 +768,8 @@ def write_caffemodel(path: PathLike, layers: BlobsIn, *, name: str = "",
     """Write ``(layer name, V2 type, blobs)`` entries as a caffemodel (or .h5 by suffix).
 
     ``format="V2"``: ``layer`` entries, blobs with ``shape``. ``format="V1"``: ``layers`` entries
-    with the V1 type enum and legacy num/channels/height/width dims (left-padded with 1s).
+    with the V1 type enum and legacy num/channels/height/width dims (left-padded with 1s);
+    blob-less Input layers are left out there (V1 nets declare inputs as net fields).
     ``dtype``: ``"float"`` (``data``), ``"double"`` (``double_data``) or ``"half"`` (NVIDIA
     ``raw_data`` FLOAT16). ``extra_net_bytes`` (serialized NetParameter fields) is appended.
     The file is written beside ``path`` and renamed over it, so maps of the old file stay valid.
@@ -787,6 +788,8 @@ def write_caffemodel(path: PathLike, layers: BlobsIn, *, name: str = "",
             if name:
                 out.write(_len_field(1, name.encode()))
             for layer_name, layer_type, blobs in layers:
+                if format == "V1" and layer_type == "Input" and not len(blobs):
+                    continue  # V1 nets declare inputs as net fields, not as a layer
                 _write_layer(out, layer_name, layer_type, blobs, format, dtype)
             out.write(bytes(extra_net_bytes))
         os.replace(temp, target)
