@@ -39,8 +39,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import caffe2torch  # noqa: E402  (imports torch)
-from caffe2torch.proto import caffe_pb2  # noqa: E402
+import caffe2torch
+from caffe2torch.proto import caffe_pb2
 
 PROTOTXT = ROOT / "model_zoo" / "vgg_face" / "deploy.prototxt"
 CACHE = ROOT / "bench" / ".cache"

@@ -11,10 +11,11 @@ extension          function                what is written
 .safetensors       export_safetensors      contiguous tensors; metadata: net name, version
 .py                export_python           a standalone module source (needs only torch) and
                                            its weights beside it (same stem, .pt/.safetensors)
-.onnx              export_onnx             torch.onnx's TorchScript-based exporter, batch axis
-                                           dynamic
+.onnx              export_onnx             torch.onnx's TorchScript-based exporter on the
+                                           torch.export program; batch axis dynamic
 .ts, .torchscript  export_torchscript      ``torch.jit.trace`` of the plain fx forward
-.pt2               export_program          ``torch.export.export`` + ``torch.export.save``
+.pt2               export_program          ``torch.export.export`` + ``torch.export.save``,
+                                           batch axis dynamic
 .caffemodel        export_caffemodel       back to Caffe (``.caffemodel.h5``: Caffe's HDF5)
 =================  ======================  ===================================================
 
@@ -28,6 +29,8 @@ import builtins
 import contextlib
 import importlib
 import inspect
+import itertools
+import logging
 import math
 import os
 import re
@@ -53,6 +56,7 @@ __all__ = [
 
 NAMINGS = ("caffe", "torchvision")
 PathLike = str | os.PathLike[str]
+log = logging.getLogger("caffe2torch")
 
 
 # ----------------------------------------------------------------------------- dispatch
@@ -301,7 +305,7 @@ def _eval_mode(net: nn.Module) -> Iterator[None]:
 
 
 def _batch_inputs(net: CaffeNet, dynamic_batch: bool) -> tuple[torch.Tensor, ...]:
-    # batch 2 for a dynamic batch: tracers specialise sizes 0 and 1
+    # batch 2 for a dynamic batch: torch.export specialises sizes 0 and 1
     return example_inputs(net, batch=2 if dynamic_batch else None)
 
 
@@ -314,19 +318,24 @@ def _dynamic_inputs(net: CaffeNet) -> list[bool]:
 
 def export_onnx(net: CaffeNet, path: PathLike, *, opset: int = 17,
                 dynamic_batch: bool = True) -> Path:
-    """ONNX through torch.onnx's TorchScript-based exporter (works offline, without onnxscript);
-    inputs and outputs keep their Caffe blob names; the batch axis is dynamic by default."""
+    """ONNX by torch.onnx's TorchScript-based exporter (offline, no onnxscript needed), run on
+    the net's ``torch.export`` program, in which sizes that modules compute from input shapes
+    (global pooling kernels...) are constants. Inputs and outputs keep their Caffe blob names;
+    the batch axis is dynamic when the net allows it (see :func:`export_program`)."""
     path = Path(path)
     info = net.caffe
-    dynamic_axes = {}
-    if dynamic_batch:
+    program, dynamic = _exported_program(net, dynamic_batch)
+    dynamic_axes = None
+    if dynamic:
         dynamic_axes = {name: {0: "N"} for name, dyn in
                         zip(info.input_names, _dynamic_inputs(net)) if dyn}
         dynamic_axes.update({name: {0: "N"} for name in info.output_names})
-    with _eval_mode(net), _quiet_tracing(), torch.no_grad(), _onnx_avg_pool_divisor(opset):
-        torch.onnx.export(plain_module(net), _batch_inputs(net, dynamic_batch), str(path),
-                          dynamo=False, opset_version=opset, input_names=info.input_names,
-                          output_names=info.output_names, dynamic_axes=dynamic_axes or None)
+    module = program.module()
+    module.train = lambda mode=True: module  # torch.onnx sets eval mode; programs refuse train()
+    with _quiet_tracing(), torch.no_grad(), _onnx_avg_pool_divisor(opset):
+        torch.onnx.export(module, _batch_inputs(net, dynamic), str(path), dynamo=False,
+                          opset_version=opset, input_names=info.input_names,
+                          output_names=info.output_names, dynamic_axes=dynamic_axes)
     return path
 
 
@@ -375,32 +384,43 @@ def _avg_pool_symbolic(dims: int) -> Callable:
     return symbolic
 
 
-def export_torchscript(net: CaffeNet, path: PathLike, *, dynamic_batch: bool = True) -> Path:
-    """``torch.jit.trace`` of the plain forward, saved with ``torch.jit.save``.
-
-    Tracing records the computation for the traced input size; other batch sizes work (every
-    module computes from ``x.shape``), other spatial sizes need a new export.
-    """
+def export_torchscript(net: CaffeNet, path: PathLike) -> Path:
+    """``torch.jit.trace`` of the plain forward at the net's input shapes, saved with
+    ``torch.jit.save``. The trace keeps size computations, so other batch sizes work wherever
+    the modules compute from ``x.shape`` (as they do)."""
     path = Path(path)
     with _eval_mode(net), _quiet_tracing(), torch.no_grad():
-        traced = torch.jit.trace(plain_module(net), _batch_inputs(net, dynamic_batch))
+        traced = torch.jit.trace(plain_module(net), example_inputs(net))
     torch.jit.save(traced, str(path))
     return path
 
 
 def export_program(net: CaffeNet, path: PathLike, *, dynamic_batch: bool = True) -> Path:
-    """``torch.export.export`` of the plain forward (batch axis dynamic by default), saved with
-    ``torch.export.save``; ``torch.export.load(path).module()`` runs it."""
+    """``torch.export.export`` of the plain forward, saved with ``torch.export.save``;
+    ``torch.export.load(path).module()`` runs it. The batch axis is dynamic unless the net ties
+    it to a constant (a Reshape with an explicit batch size...): then the program keeps the
+    declared input shapes, and a warning on the ``caffe2torch`` logger says why."""
     path = Path(path)
-    inputs = _batch_inputs(net, dynamic_batch)
-    dynamic_shapes = None
+    torch.export.save(_exported_program(net, dynamic_batch)[0], str(path))
+    return path
+
+
+def _exported_program(net: CaffeNet, dynamic_batch: bool
+                      ) -> tuple[torch.export.ExportedProgram, bool]:
+    """The net's program and whether its batch axis is dynamic."""
     if dynamic_batch:
         batch = torch.export.Dim("batch", min=1)
         dynamic_shapes = tuple({0: batch} if dyn else None for dyn in _dynamic_inputs(net))
+        try:
+            with _eval_mode(net):
+                return torch.export.export(plain_module(net), _batch_inputs(net, True),
+                                           dynamic_shapes=dynamic_shapes), True
+        except RuntimeError as exc:  # torch.export's errors, a forward failing at batch 2
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            log.warning("net '%s' does not export with a dynamic batch size (%s); the export "
+                        "keeps the declared input shapes", net.caffe.graph.name, first)
     with _eval_mode(net):
-        program = torch.export.export(plain_module(net), inputs, dynamic_shapes=dynamic_shapes)
-    torch.export.save(program, str(path))
-    return path
+        return torch.export.export(plain_module(net), example_inputs(net)), False
 
 
 @contextlib.contextmanager
@@ -414,7 +434,7 @@ def _quiet_tracing() -> Iterator[None]:
         yield
 
 
-def export_caffemodel(net: CaffeNet, path: PathLike, *, format: str = "V2") -> Path:  # noqa: A002
+def export_caffemodel(net: CaffeNet, path: PathLike, *, format: str = "V2") -> Path:
     """The net's current parameters as a caffemodel for Caffe and OpenCV (with the prototxt the
     net was built from): fine-tune in PyTorch, deploy where Caffe runs."""
     from caffe2torch.api import save_caffemodel
@@ -960,11 +980,13 @@ def _init_source(net: CaffeNet, sources: _SourceSet) -> str:
     return "\n".join(lines)
 
 
+_MAX_GUESSES = 64
+
+
 def _module_expression(module: nn.Module, sources: _SourceSet, where: str) -> str:
     """Source building ``module``'s structure: a verified constructor call, else ``_restore``."""
-    for candidate in (_repr_call, _signature_call):
-        expression = candidate(module, sources, where)
-        if expression is not None and _builds_same(expression, module):
+    for expression in _constructor_calls(module, sources, where):
+        if _builds_same(expression, module):
             return expression
     sources.needs_restore = True
     return _restore_call(module, sources, where)
@@ -974,48 +996,60 @@ def _class_reference(cls: type) -> str:
     return _torch_reference(cls) if _is_torch(cls) else cls.__name__
 
 
-def _repr_call(module: nn.Module, sources: _SourceSet, where: str) -> str | None:
-    """torch.nn's layers print as their constructor call: ``Conv2d(3, 64, kernel_size=...)``."""
+def _constructor_calls(module: nn.Module, sources: _SourceSet, where: str) -> Iterator[str]:
+    """Candidate constructor calls, most readable first; each is verified before use."""
     cls = type(module)
-    text = repr(module)
-    if not _is_torch(cls) or list(module.children()) or "\n" in text \
-            or not text.startswith(cls.__name__ + "("):
-        return None
-    return _class_reference(cls) + text[len(cls.__name__):]
+    text = repr(module)  # torch.nn's layers print as their call: Conv2d(3, 64, kernel_size=...)
+    if _is_torch(cls) and not list(module.children()) and "\n" not in text \
+            and text.startswith(cls.__name__ + "("):
+        yield _class_reference(cls) + text[len(cls.__name__):]
+    yield from _signature_calls(module, sources, where)
 
 
-def _signature_call(module: nn.Module, sources: _SourceSet, where: str) -> str | None:
-    """``Cls(a, b=...)`` from the attributes, submodules or parameters named like ``__init__``'s
-    arguments (a parameter argument is a bool: whether the module has that parameter)."""
+def _signature_calls(module: nn.Module, sources: _SourceSet, where: str) -> Iterator[str]:
+    """``Cls(a, b=...)`` with ``__init__``'s arguments taken from the attributes, submodules or
+    parameters of their names (a parameter's argument: a bool, whether it exists); a required
+    argument found nowhere is guessed among the tensor shapes and sizes (``InnerProduct(240, 5)``,
+    ``Scale(1, (64,))``), since the verification catches wrong guesses."""
     cls = type(module)
     try:
         parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
     except (TypeError, ValueError):
-        return None
+        return
     attributes, children = vars(module), dict(module.named_children())
-    args = []
+    choices: list[tuple[inspect.Parameter, list[str]]] = []
     for parameter in parameters:
         name, default = parameter.name, parameter.default
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue
         if name in children:
-            value = _module_expression(children[name], sources, f"{where}.{name}")
+            choices.append((parameter, [_module_expression(children[name], sources,
+                                                           f"{where}.{name}")]))
         elif name in attributes or (name in module._parameters and isinstance(default, bool)):
             actual = attributes[name] if name in attributes else \
                 module._parameters[name] is not None
             value = _literal(actual)
             if value is None:
-                return None
-            if default is not parameter.empty and _same_value(actual, default):
-                continue
+                return
+            if default is parameter.empty or not _same_value(actual, default):
+                choices.append((parameter, [value]))
         elif default is parameter.empty:
-            return None
-        else:
-            continue
-        positional = not args and default is parameter.empty and \
-            parameter.kind is not parameter.KEYWORD_ONLY
-        args.append(value if positional else f"{name}={value}")
-    return f"{_class_reference(cls)}({', '.join(args)})"
+            choices.append((parameter, _size_guesses(module)))
+    for values in itertools.islice(itertools.product(*(c for _, c in choices)), _MAX_GUESSES):
+        args = []
+        for (parameter, _), value in zip(choices, values):
+            positional = not args and parameter.default is parameter.empty and \
+                parameter.kind is not parameter.KEYWORD_ONLY
+            args.append(value if positional else f"{parameter.name}={value}")
+        yield f"{_class_reference(cls)}({', '.join(args)})"
+
+
+def _size_guesses(module: nn.Module) -> list[str]:
+    """The shapes of the module's own tensors, then their sizes, as literals."""
+    shapes = [tuple(t.shape) for t in [*module._parameters.values(), *module._buffers.values()]
+              if t is not None]
+    sizes = [d for shape in shapes for d in shape]
+    return list(dict.fromkeys([_literal(s) for s in shapes] + [repr(d) for d in sizes]))
 
 
 def _same_value(a: object, b: object) -> bool:
@@ -1024,17 +1058,27 @@ def _same_value(a: object, b: object) -> bool:
 
 def _builds_same(expression: str, module: nn.Module) -> bool:
     """Does ``expression`` (with the real classes, on the meta device) build a module of the same
-    type, attributes, tensor shapes and submodules?"""
+    type, attributes, tensor shapes, submodules and values of tensors outside the state_dict?"""
     namespace: dict[str, object] = {"nn": nn, "torch": torch}
     for sub in module.modules():
         namespace.setdefault(type(sub).__name__, type(sub))
+    loose = _loose_buffers(module)  # not in the state_dict: their values must match too
     try:
-        with torch.device("meta"), warnings.catch_warnings():
+        with torch.device("cpu" if loose else "meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            built = eval(expression, namespace)  # noqa: S307 - source we generated
+            built = eval(expression, namespace)
     except Exception:  # noqa: BLE001 - any failure only rules this candidate out
         return False
-    return isinstance(built, nn.Module) and _structure(built) == _structure(module)
+    if not isinstance(built, nn.Module) or _structure(built) != _structure(module):
+        return False
+    rebuilt = _loose_buffers(built)
+    return all(torch.equal(rebuilt[k].cpu(), v.cpu()) for k, v in loose.items())
+
+
+def _loose_buffers(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{name}": buffer for prefix, sub in module.named_modules()
+            for name, buffer in sub._buffers.items()
+            if buffer is not None and name in sub._non_persistent_buffers_set}
 
 
 def _structure(module: nn.Module) -> tuple:
@@ -1121,7 +1165,7 @@ def _check_python_source(net: CaffeNet, source: str, class_name: str, path: Path
         exec(compile(source, str(path), "exec"), module.__dict__)  # noqa: S102 - our own output
         with torch.device("meta"):
             built = getattr(module, class_name)()
-    except Exception as exc:  # noqa: BLE001 - any failure is reported with the file
+    except Exception as exc:
         raise Caffe2TorchError(f"{path}: the generated module does not build: "
                                f"{type(exc).__name__}: {exc}") from exc
     finally:

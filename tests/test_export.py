@@ -13,6 +13,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from oracle import ROOT, assert_close, opencv_layers
 from torch import nn
 
 import caffe2torch
@@ -26,12 +27,11 @@ from caffe2torch.export import (
     python_source,
     torchvision_vgg_names,
 )
-from oracle import ROOT, assert_close, opencv_layers
 
 VGG_FACE = ROOT / "model_zoo" / "vgg_face" / "deploy.prototxt"
 
-# conv, in-place ReLU, Eltwise with coefficients, Concat, MAX and AVE pooling, InnerProduct,
-# Dropout, Softmax; two outputs; N, C, H, W all different.
+# conv, in-place ReLU, Eltwise with coefficients, Concat, MAX, AVE and global pooling,
+# InnerProduct, Dropout, Softmax; two outputs; N, C, H, W all different.
 SMALL = """
 name: "small"
 input: "data"
@@ -52,7 +52,9 @@ layer { name: "fc" type: "InnerProduct" bottom: "pool2" top: "fc"
         inner_product_param { num_output: 5 } }
 layer { name: "drop" type: "Dropout" bottom: "fc" top: "fc" dropout_param { dropout_ratio: 0.4 } }
 layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
-layer { name: "fc_aux" type: "InnerProduct" bottom: "pool1" top: "fc_aux"
+layer { name: "gpool" type: "Pooling" bottom: "pool1" top: "gpool"
+        pooling_param { pool: AVE global_pooling: true } }
+layer { name: "fc_aux" type: "InnerProduct" bottom: "gpool" top: "fc_aux"
         inner_product_param { num_output: 3 } }
 """
 
@@ -235,7 +237,7 @@ def standalone(small, tmp_path_factory):
     np.save(folder / "x.npy", x.numpy())
     names = json.dumps([c.__name__ for c in classes])
     result = subprocess.run([sys.executable, "-c", _RUN_STANDALONE, str(folder), names],
-                            capture_output=True, text=True, timeout=300, cwd="/")
+                            capture_output=True, text=True, timeout=300, cwd="/", check=False)
     return folder, paths, classes, result
 
 
@@ -246,7 +248,7 @@ def test_python_export_runs_without_caffe2torch(small, standalone, weights):
     assert result.returncode == 0, result.stderr
     assert (folder / f"small_{weights}.{weights}").exists()
     text = paths[weights].read_text()
-    assert not re.search(r"^\s*(from|import)\s+caffe2torch", text, re.M)
+    assert not re.search(r"^\s*(from|import)\s+caffe2torch", text, re.MULTILINE)
     assert "def forward(self, data):" in text and "self.conv1(data)" in text  # fx forward
     assert "class CaffePool2d(nn.Module):" in text and "class Eltwise(nn.Module):" in text
     outputs = np.load(folder / f"small_{weights}_out.npz")
@@ -266,6 +268,43 @@ def test_python_export_by_extension_writes_weights_beside(small, tmp_path):
     assert set(state) == set(net.state_dict())
 
 
+def _import_from(folder, name: str):
+    sys.path.insert(0, str(folder))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(folder))
+
+
+def test_python_export_rebuilds_modules_no_constructor_call_fits(small, tmp_path):
+    (tmp_path / "config_layer.py").write_text(textwrap.dedent('''
+        import torch
+        from torch import nn
+
+        class FromConfig(nn.Module):
+            def __init__(self, config: dict) -> None:  # the argument itself is not kept
+                super().__init__()
+                self.shift = float(config["shift"])
+                self.gain = nn.Parameter(torch.full((5,), float(config["gain"])))
+
+            def forward(self, x):
+                return x * self.gain + self.shift
+    '''))
+    layer = _import_from(tmp_path, "config_layer").FromConfig({"shift": -0.25, "gain": 3.0})
+    prototxt, weights, _, x, _ = small
+    net = caffe2torch.build(prototxt, weights=weights)
+    net.prob = layer  # the net's output now goes through a module of unknown construction
+    with torch.no_grad():
+        expected = net(x)
+    path = export_python(net, tmp_path / "odd_net.py")
+    text = path.read_text()
+    assert "self.prob = _restore(\n            FromConfig, {'shift': -0.25}," in text
+    assert "class FromConfig(nn.Module):" in text
+    loaded = _import_from(tmp_path, "odd_net").load()
+    with torch.no_grad():
+        _close(loaded(x), expected, rel=0)
+
+
 def test_python_source_rejects_modules_that_need_more_than_torch(small, tmp_path):
     module_file = tmp_path / "needs_numpy_layer.py"
     module_file.write_text(textwrap.dedent('''
@@ -276,11 +315,7 @@ def test_python_source_rejects_modules_that_need_more_than_torch(small, tmp_path
             def forward(self, x):
                 return x * float(np.pi)
     '''))
-    sys.path.insert(0, str(tmp_path))
-    try:
-        layer = importlib.import_module("needs_numpy_layer").NeedsNumpy()
-    finally:
-        sys.path.remove(str(tmp_path))
+    layer = _import_from(tmp_path, "needs_numpy_layer").NeedsNumpy()
     net = caffe2torch.build(small[0])
     net.prob = layer
     with pytest.raises(Caffe2TorchError, match="imports numpy; the standalone .py file may "
@@ -328,6 +363,39 @@ def test_exported_program_round_trip(small, tmp_path):
         for batch in (1, 3):
             other = _other_batch(x, batch)
             _close(module(other), net(other), rel=0)
+
+
+FIXED_BATCH = """
+name: "fixed_batch"
+input: "data"
+input_shape { dim: 2 dim: 3 dim: 4 dim: 5 }
+layer { name: "flat" type: "Reshape" bottom: "data" top: "flat"
+        reshape_param { shape { dim: 2 dim: -1 } } }
+layer { name: "fc" type: "InnerProduct" bottom: "flat" top: "fc"
+        inner_product_param { num_output: 3 } }
+"""
+
+
+@pytest.mark.parametrize("suffix", [".pt2", ".onnx"])
+def test_a_net_tied_to_its_batch_size_exports_with_static_shapes(tmp_path, caplog, suffix):
+    prototxt = tmp_path / "fixed_batch.prototxt"
+    prototxt.write_text(FIXED_BATCH)
+    net = caffe2torch.build(prototxt)
+    x = torch.randn(2, 3, 4, 5, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected = net(x)
+    with caplog.at_level("WARNING", logger="caffe2torch"):
+        path = export(net, tmp_path / f"fixed{suffix}")
+    assert "does not export with a dynamic batch size" in caplog.text
+    if suffix == ".pt2":
+        with torch.no_grad():
+            _close(torch.export.load(str(path)).module()(x), expected, rel=0)
+    else:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert session.get_inputs()[0].shape == [2, 3, 4, 5]
+        _close(session.run(None, {"data": x.numpy()}), expected, rel=1e-5)
 
 
 def test_traced_exports_use_eval_mode_and_restore_training(small, tmp_path):
