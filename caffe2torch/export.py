@@ -431,6 +431,7 @@ def _quiet_tracing() -> Iterator[None]:
         warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX",
                                 DeprecationWarning)  # a deliberate choice: no onnxscript needed
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx\.")
+        warnings.filterwarnings("ignore", "Constant folding - Only steps=1", UserWarning)
         yield
 
 

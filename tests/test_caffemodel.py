@@ -610,3 +610,18 @@ def test_sparse_file_past_2_gib(tmp_path) -> None:
     assert model["big"].blobs[0].shape == (count,)
     assert os.path.getsize(path) > 1 << 31
     assert model["small"].blobs[0].data.tolist() == [0.0, 1.0, 2.0]
+
+
+def test_released_pages_read_back_the_same_values(tmp_path):
+    """After a blob is copied its file pages are dropped from the process; the view still reads
+    the same values (they come back from the page cache)."""
+    from caffe2torch.io.caffemodel import release_pages
+    rng = np.random.default_rng(8)
+    values = rng.standard_normal((64, 1024)).astype(np.float32)  # 256 KiB: whole pages inside
+    path = tmp_path / "big.caffemodel"
+    write_caffemodel(path, [("fc", "InnerProduct", [values])])
+    blob = read_caffemodel(path)["fc"].blobs[0]
+    before = np.array(blob.data)
+    release_pages(blob.data)
+    assert np.array_equal(np.asarray(blob.data), before)
+    assert np.array_equal(before, values)

@@ -344,6 +344,7 @@ def test_onnx_runs_in_onnxruntime_with_any_batch(small, tmp_path):
         _close(session.run(None, {"data": other.numpy()}), net(other), rel=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")  # torch 2.13 deprecates jit
 @pytest.mark.parametrize("suffix", [".ts", ".torchscript"])
 def test_torchscript_round_trip(small, tmp_path, suffix):
     _, _, net, x, expected = small

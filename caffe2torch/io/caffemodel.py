@@ -39,7 +39,7 @@ from caffe2torch.proto import caffe_pb2
 
 __all__ = [
     "CaffeBlob", "CaffeLayerBlobs", "CaffeModel", "V0_LAYER_TYPES", "V1_LAYER_TYPES",
-    "parse_caffemodel", "read_blobproto", "read_caffemodel", "write_caffemodel",
+    "parse_caffemodel", "read_blobproto", "read_caffemodel", "release_pages", "write_caffemodel",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -613,6 +613,26 @@ def read_blobproto(path: PathLike) -> np.ndarray:
         wire.fail(0, "an empty file (0 bytes)", "a binary caffe.BlobProto")
     plan = _parse_blob(wire, 0, wire.size, "BlobProto")
     return _make_blob(buf, plan).data
+
+
+def release_pages(values: np.ndarray) -> None:
+    """Drop from this process the whole pages of a mapped weights file that ``values`` (a blob
+    view from read_caffemodel, or part of one) covers, once they have been copied: memory then
+    holds the copy but not the file as well, so a model loads in about its size, not twice it.
+    The pages stay in the page cache and reading ``values`` again maps them back in (the map is
+    shared and read-only). Any other array is left alone."""
+    base = values.base
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if not isinstance(base, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED") \
+            or not values.flags.c_contiguous or values.nbytes == 0:
+        return
+    start = np.frombuffer(base, np.uint8, count=1).__array_interface__["data"][0]
+    first = values.__array_interface__["data"][0] - start
+    page = mmap.PAGESIZE
+    low, high = -(-first // page) * page, (first + values.nbytes) // page * page
+    if high > low:
+        base.madvise(mmap.MADV_DONTNEED, low, high - low)
 
 
 def _map_file(path: str) -> Buffer:

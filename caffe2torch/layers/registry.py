@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from caffe2torch.errors import ShapeError
+from caffe2torch.io.caffemodel import release_pages
 
 if TYPE_CHECKING:
     from caffe2torch.ir.graph import LayerNode
@@ -58,7 +59,7 @@ class Converter:
         """Copy Caffe blobs (already checked against ``blob_shapes``) into the module."""
         with torch.no_grad():
             for tensor, blob in zip(caffe_tensors(module), blobs, strict=True):
-                tensor.copy_(blob_tensor(blob).reshape(tensor.shape))
+                copy_blob(tensor, blob)
 
     def dump_blobs(self, module: nn.Module, layer: LayerNode,
                    inputs: Sequence[Shape]) -> list[np.ndarray]:
@@ -81,6 +82,27 @@ def _scaled_normal(shape: Shape, rng: np.random.Generator) -> np.ndarray:
     fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
     std = 1.0 / np.sqrt(max(fan_in, 1)) if len(shape) > 1 else 0.1
     return rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
+
+
+_COPY_STEP = 1 << 22  # values per step of copy_blob: 16 MiB of float32
+
+
+def copy_blob(tensor: torch.Tensor, blob: np.ndarray) -> None:
+    """Copy a checked blob into a parameter or buffer, in steps that each release the file pages
+    they have copied (io.caffemodel.release_pages): loading a model from a mapped caffemodel then
+    needs about its size in memory, not twice that."""
+    array = np.asarray(blob)
+    source = blob_tensor(array).reshape(-1)
+    with torch.no_grad():
+        if not tensor.is_contiguous() or source.numel() <= _COPY_STEP:
+            tensor.copy_(source.reshape(tensor.shape))
+            release_pages(array)
+            return
+        target, flat = tensor.view(-1), array.reshape(-1)
+        for start in range(0, source.numel(), _COPY_STEP):
+            stop = start + _COPY_STEP
+            target[start:stop].copy_(source[start:stop])
+            release_pages(flat[start:stop])
 
 
 def blob_tensor(blob: np.ndarray) -> torch.Tensor:
