@@ -387,7 +387,8 @@ def _avg_pool_symbolic(dims: int) -> Callable:
 def export_torchscript(net: CaffeNet, path: PathLike) -> Path:
     """``torch.jit.trace`` of the plain forward at the net's input shapes, saved with
     ``torch.jit.save``. The trace keeps size computations, so other batch sizes work wherever
-    the modules compute from ``x.shape`` (as they do)."""
+    the modules compute from ``x.shape`` (as they do); recurrent layers (LSTM, RNN) are unrolled
+    over the declared sequence length."""
     path = Path(path)
     with _eval_mode(net), _quiet_tracing(), torch.no_grad():
         traced = torch.jit.trace(plain_module(net), example_inputs(net))
@@ -405,9 +406,21 @@ def export_program(net: CaffeNet, path: PathLike, *, dynamic_batch: bool = True)
     return path
 
 
+# Layers whose axis 0 is time, unrolled by a Python loop: their programs hold one sequence length.
+TIME_MAJOR_TYPES = frozenset({"LSTM", "RNN"})
+
+
+def _time_major(net: CaffeNet) -> bool:
+    return any(node.type in TIME_MAJOR_TYPES for node in net.caffe.graph.layers)
+
+
 def _exported_program(net: CaffeNet, dynamic_batch: bool
                       ) -> tuple[torch.export.ExportedProgram, bool]:
     """The net's program and whether its batch axis is dynamic."""
+    if dynamic_batch and _time_major(net):
+        log.warning("net '%s' has recurrent layers (axis 0 is time, unrolled): the export "
+                    "keeps the declared input shapes", net.caffe.graph.name)
+        dynamic_batch = False
     if dynamic_batch:
         batch = torch.export.Dim("batch", min=1)
         dynamic_shapes = tuple({0: batch} if dyn else None for dyn in _dynamic_inputs(net))

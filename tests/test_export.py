@@ -20,7 +20,9 @@ import caffe2torch
 from caffe2torch.cli import main
 from caffe2torch.errors import Caffe2TorchError
 from caffe2torch.export import (
+    example_inputs,
     export,
+    export_program,
     export_python,
     inlined_source,
     named_state_dict,
@@ -534,3 +536,18 @@ def test_module_docstring_lists_every_format():
 
     for suffix in export_module._FORMATS:
         assert suffix in export_module.__doc__, suffix
+
+
+def test_recurrent_net_exports_at_its_declared_sequence_length(tmp_path):
+    """LSTM's axis 0 is time: the program keeps the declared shapes instead of a dynamic axis 0."""
+    golden = ROOT / "tests" / "golden"
+    net = caffe2torch.build(golden / "nets" / "recurrent.prototxt",
+                            weights=golden / "recurrent.caffemodel")
+    inputs = example_inputs(net)
+    program = torch.export.load(str(export_program(net, tmp_path / "r.pt2"))).module()
+    with torch.no_grad():
+        expected = net(*inputs)
+        got = program(*inputs)
+    for a, b in zip(expected if isinstance(expected, tuple) else (expected,),
+                    got if isinstance(got, tuple) else (got,)):
+        assert torch.allclose(a, b, atol=1e-6)
