@@ -20,12 +20,15 @@ def parse_input_shapes(values: list[str] | None) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def add_net_arguments(parser: argparse.ArgumentParser, weights_required: bool = False) -> None:
-    """The options every command that reads a net shares."""
+def add_net_arguments(parser: argparse.ArgumentParser, weights_required: bool = False,
+                      weights: bool = True) -> None:
+    """The options every command that reads a net shares (``weights=False``: no ``-w``)."""
     parser.add_argument("net", metavar="NET.prototxt", nargs="?",
                         help="Caffe network definition (V0, V1 or V2 prototxt)")
-    parser.add_argument("-w", "--weights", metavar="NET.caffemodel", required=weights_required,
-                        help="trained weights (.caffemodel or .caffemodel.h5)")
+    if weights:
+        parser.add_argument("-w", "--weights", metavar="NET.caffemodel",
+                            required=weights_required,
+                            help="trained weights (.caffemodel or .caffemodel.h5)")
     parser.add_argument("--input-shape", metavar="NAME=N,C,H,W", action="append",
                         help="shape of an input the file leaves open, or to override (repeatable)")
     parser.add_argument("--phase", default="TEST", choices=["TEST", "TRAIN"],

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from caffe2torch.commands import parse_input_shapes
+from caffe2torch.commands import add_net_arguments, parse_input_shapes
 from caffe2torch.commands.build import resolve_net
 from caffe2torch.research._options import add_zoo_argument
 from caffe2torch.research.graphing import draw_graph
@@ -26,15 +26,10 @@ HELP = "draw the layer graph with blob shapes (.svg, .png, .pdf or .dot)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("net", metavar="NET.prototxt", nargs="?",
-                        help="Caffe network definition (V0, V1 or V2 prototxt)")
+    add_net_arguments(parser, weights=False)
     add_zoo_argument(parser)
     parser.add_argument("-o", "--output", metavar="OUT", required=True,
                         help="the drawing: .svg, .png, .pdf or .dot")
-    parser.add_argument("--input-shape", metavar="NAME=N,C,H,W", action="append",
-                        help="shape of an input the file leaves open, or to override")
-    parser.add_argument("--phase", default="TEST", choices=["TEST", "TRAIN"],
-                        help="which layers to keep by include/exclude rules (default TEST)")
     parser.add_argument("--no-fold", action="store_true",
                         help="one box per layer, in-place layers included")
     parser.add_argument("--engine", choices=["matplotlib", "dot"], default="matplotlib",
