@@ -18,6 +18,10 @@ MARK_END = "<!-- support-table:end -->"
 def param_field(type_name: str) -> str | None:
     """The LayerParameter field holding a type's parameters (``InnerProduct`` ->
     ``inner_product_param``), or None."""
+    declared = registered_converters()[type_name].param_field \
+        if type_name in registered_converters() else ""
+    if declared != "":
+        return declared
     if type_name in _PARAM_MESSAGE:
         return _PARAM_MESSAGE[type_name]
     snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", type_name).lower() + "_param"
@@ -28,8 +32,8 @@ def param_field(type_name: str) -> str | None:
     return compact if compact in fields else None
 
 
-def support_rows() -> list[tuple[str, str, str]]:
-    """(type, parameters read, not supported) for every registered converter."""
+def support_rows() -> list[tuple[str, str, str, str]]:
+    """(type, origin, parameters read, not supported) for every registered converter."""
     rows = []
     for type_name, converter in registered_converters().items():
         field = param_field(type_name)
@@ -38,15 +42,15 @@ def support_rows() -> list[tuple[str, str, str]]:
             params = f"`{field}`: " + ", ".join(f.name for f in message.fields)
         else:
             params = "-"
-        rows.append((type_name, params, converter.limits or "-"))
+        rows.append((type_name, converter.origin or "BVLC", params, converter.limits or "-"))
     return rows
 
 
 def support_table() -> str:
     """The Markdown table in the README."""
-    lines = ["| Caffe type | parameters | not supported |",
-             "|---|---|---|"]
-    lines += [f"| {t} | {p} | {limit} |" for t, p, limit in support_rows()]
+    lines = ["| Caffe type | from | parameters | not supported |",
+             "|---|---|---|---|"]
+    lines += [f"| {t} | {o} | {p} | {limit} |" for t, o, p, limit in support_rows()]
     inputs = ", ".join(sorted(DATA_LAYER_TYPES | {"Input"}))
     lines += ["", f"Data layers ({inputs}) become declared inputs; loss layers (`*Loss`), "
               "Accuracy and HDF5Output are left out of deploy builds with a note. `engine` is "

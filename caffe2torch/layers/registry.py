@@ -38,6 +38,12 @@ class Converter:
     #: True where a top's size depends on input values (Filter): output_shapes gives Caffe's
     #: shape at net set-up, an upper bound along axis 0 of the run-time size.
     data_dependent: ClassVar[bool] = False
+    #: Where the layer type comes from: "" for BVLC Caffe, else the fork (and its repository),
+    #: e.g. "SSD (weiliu89/caffe)"; shown in the support table.
+    origin: ClassVar[str] = ""
+    #: The LayerParameter field holding this type's parameters, where the support table cannot
+    #: derive it from the type name ("" = derive; None = the type takes no parameters).
+    param_field: ClassVar[str | None] = ""
 
     def output_shapes(self, layer: LayerNode, inputs: Sequence[Shape]) -> list[Shape]:
         """Caffe's shape rule: the shape of every top, from the bottom shapes."""
