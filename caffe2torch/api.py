@@ -7,13 +7,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from caffe2torch.build import CaffeNet, build_module, materialize
-from caffe2torch.errors import ShapeError, UnsupportedLayerError
+from caffe2torch.errors import ShapeError
 from caffe2torch.io.caffemodel import CaffeModel, read_caffemodel, write_caffemodel
 from caffe2torch.io.prototxt import read_prototxt
 from caffe2torch.io.upgrade import NetDefinition, upgrade_net
-from caffe2torch.ir.graph import NetGraph, build_graph
+from caffe2torch.ir.graph import NetGraph, build_graph, raise_problems
 from caffe2torch.ir.shapes import infer_shapes
-from caffe2torch.layers.registry import get_converter, is_supported
+from caffe2torch.layers.registry import is_supported, parameter_problems
 from caffe2torch.proto import caffe_pb2
 from caffe2torch.weights import WeightsReport, bind_weights, net_blobs, random_blobs
 
@@ -40,8 +40,12 @@ def load_graph(net: NetSource, input_shapes: InputShapes | None = None, *, phase
     """
     definition = load_definition(net)
     graph = build_graph(definition, phase=phase, stages=tuple(stages), level=level,
-                        supported=is_supported, check=check)
-    _check_parameter_values(graph, check)
+                        supported=is_supported, check=False)
+    found = parameter_value_problems(graph)
+    graph.problems += found
+    graph.unsupported += found
+    if check:
+        raise_problems(graph)
     if not graph.problems:
         try:
             infer_shapes(graph, input_shapes)
@@ -52,18 +56,12 @@ def load_graph(net: NetSource, input_shapes: InputShapes | None = None, *, phase
     return graph
 
 
-def _check_parameter_values(graph: NetGraph, check: bool) -> None:
-    found = []
-    for node in graph.layers:
-        if node.role == "compute" and is_supported(node.type):
-            found += [f"layer '{node.name}' ({node.type}): {why}"
-                      for why in get_converter(node.type).unsupported(node)]
-    graph.problems += found
-    graph.unsupported += found
-    if check and found:
-        lines = "\n".join(f"  - {p}" for p in found)
-        raise UnsupportedLayerError(f"{graph.definition.source}: {len(found)} unsupported "
-                                    f"parameter value(s):\n{lines}")
+def parameter_value_problems(graph: NetGraph) -> list[str]:
+    """Every parameter value or unknown field the converters of a graph's supported layers
+    cannot reproduce."""
+    return [problem for node in graph.layers
+            if node.role == "compute" and is_supported(node.type)
+            for problem in parameter_problems(node)]
 
 
 def build(net: NetSource, weights: str | os.PathLike[str] | CaffeModel | None = None, *,

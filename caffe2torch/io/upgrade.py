@@ -229,6 +229,7 @@ def _upgrade_v1_layer(old: V1, source: str) -> caffe_pb2.LayerParameter:
     layer.blobs.extend(old.blobs)
     _upgrade_param_specs(old, layer)
     layer.loss_weight.extend(old.loss_weight)
+    layer.unparsed.extend(old.unparsed)
     v2_fields = caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_name
     for descriptor, value in old.ListFields():
         if descriptor.name.endswith("_param") and descriptor.name in v2_fields:

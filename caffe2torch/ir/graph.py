@@ -15,6 +15,7 @@ import networkx as nx
 import torch
 
 from caffe2torch.errors import GraphError, UnsupportedLayerError
+from caffe2torch.io.textblocks import ParamBlock, unparsed_block
 from caffe2torch.io.upgrade import NetDefinition
 from caffe2torch.proto import caffe_pb2
 
@@ -40,6 +41,17 @@ class LayerNode:
     tops: list[str]
     module_name: str
     role: Role = "compute"
+
+    @property
+    def extra(self) -> ParamBlock:
+        """The layer's fields that the schema does not know (a fork's ``interp_param { ... }``,
+        a field a fork added inside a known message), as a :class:`ParamBlock` tree: empty for
+        most layers. Custom converters read their own blocks here."""
+        return unparsed_block(self.param.unparsed, f"layer '{self.name}'")
+
+    def unparsed_paths(self) -> list[str]:
+        """Dotted paths of the fields the schema lacks, with their lines."""
+        return [f"'{entry.path}' (line {entry.line})" for entry in self.param.unparsed]
 
 
 @dataclass
@@ -106,10 +118,17 @@ def build_graph(definition: NetDefinition, phase: str = "TEST", stages: tuple[st
             continue
         builder.add(index, param)
     graph = builder.finish()
-    if check and graph.problems:
-        cls = UnsupportedLayerError if len(graph.unsupported) == len(graph.problems) else GraphError
-        raise cls(_problem_report(definition.source, graph.problems))
+    if check:
+        raise_problems(graph)
     return graph
+
+
+def raise_problems(graph: NetGraph) -> None:
+    """Raise one error listing every problem of the graph (if it has any):
+    UnsupportedLayerError when all of them are unsupported layers or values, else GraphError."""
+    if graph.problems:
+        cls = UnsupportedLayerError if len(graph.unsupported) == len(graph.problems) else GraphError
+        raise cls(_problem_report(graph.definition.source, graph.problems))
 
 
 def _problem_report(source: str, problems: list[str]) -> str:
@@ -182,7 +201,9 @@ class _GraphBuilder:
         self.consumed_by_compute: set[str] = set()
         self.dropped_tops: dict[str, str] = {}
         self.notes: list[str] = list(definition.notes)
-        self.problems: list[str] = []
+        self.problems: list[str] = [
+            f"net field '{e.path}' (line {e.line}) is in no schema here; expected layers and "
+            "Caffe's NetParameter fields" for e in definition.net.unparsed]
         self.unsupported: list[str] = []
         self.module_names: set[str] = set()
         self.all_tops: dict[str, str] = {
@@ -198,8 +219,16 @@ class _GraphBuilder:
         role: Role = "input" if is_data_layer(param) else "compute"
         if role == "compute" and self.supported is not None and not self.supported(param.type):
             message = f"layer '{param.name}' has unsupported type '{param.type}'"
+            if len(param.unparsed):
+                blocks = ", ".join(f"'{e.path}' (line {e.line})" for e in param.unparsed)
+                message += f" and parameter block(s) {blocks} that no schema here defines"
             self.problems.append(message)
             self.unsupported.append(message)
+        elif role == "input" and len(param.unparsed):
+            blocks = ", ".join(f"'{e.path}' (line {e.line})" for e in param.unparsed)
+            self.notes.append(f"data layer '{param.name}' ({param.type}) has field(s) {blocks} "
+                              "that no schema here defines; the layer becomes a declared input, "
+                              "so they are not used")
         bottoms = [self._resolve(param, slot, blob) for slot, blob in enumerate(param.bottom)]
         if param.type != "Silence":
             self.consumed_by_compute.update(b for b in bottoms if b is not None)

@@ -16,6 +16,8 @@ from torch import nn
 
 from caffe2torch.errors import ShapeError
 from caffe2torch.io.caffemodel import release_pages
+from caffe2torch.io.textblocks import close_field
+from caffe2torch.proto import caffe_pb2
 
 if TYPE_CHECKING:
     from caffe2torch.ir.graph import LayerNode
@@ -44,6 +46,10 @@ class Converter:
     #: The LayerParameter field holding this type's parameters, where the support table cannot
     #: derive it from the type name ("" = derive; None = the type takes no parameters).
     param_field: ClassVar[str | None] = ""
+    #: Fields the schema does not define that this converter reads from ``layer.extra``
+    #: (a custom layer's ``mish_param``, or ``"convolution_param.my_field"``); any other such
+    #: field on a layer of this type makes the build fail naming it.
+    param_blocks: ClassVar[tuple[str, ...]] = ()
 
     def output_shapes(self, layer: LayerNode, inputs: Sequence[Shape]) -> list[Shape]:
         """Caffe's shape rule: the shape of every top, from the bottom shapes."""
@@ -181,6 +187,28 @@ def registered_converters() -> dict[str, Converter]:
 
 def _ensure_builtins() -> None:
     import caffe2torch.layers  # noqa: F401  (registers the built-in converters on import)
+
+
+def parameter_problems(layer: LayerNode) -> list[str]:
+    """What the layer's converter cannot reproduce: its ``unsupported`` values and every field
+    the schema lacks that the converter does not declare in ``param_blocks``."""
+    converter = get_converter(layer.type)
+    problems = [f"layer '{layer.name}' ({layer.type}): {why}"
+                for why in converter.unsupported(layer)]
+    read = converter.param_blocks
+    for entry in layer.param.unparsed:
+        if not any(entry.path == name or entry.path.startswith(name + ".") for name in read):
+            problems.append(f"layer '{layer.name}' ({layer.type}): parameter block "
+                            f"'{entry.path}' (line {entry.line}) is in no schema here and the "
+                            f"{layer.type} converter does not read it{_did_you_mean(entry.path)}")
+    return problems
+
+
+def _did_you_mean(path: str) -> str:
+    close = close_field(path, caffe_pb2.LayerParameter.DESCRIPTOR)
+    if close is None:
+        return ""
+    return f" (did you mean '{'.'.join(path.split('.')[:-1] + [close])}'?)"
 
 
 def shape_error(layer: LayerNode, message: str) -> ShapeError:

@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from caffe2torch.api import InputShapes, NetSource, load_definition
+from caffe2torch.api import InputShapes, NetSource, load_definition, parameter_value_problems
 from caffe2torch.errors import ShapeError
 from caffe2torch.io.caffemodel import CaffeModel, read_caffemodel
 from caffe2torch.ir.graph import NetGraph, build_graph
@@ -98,9 +98,7 @@ def describe_graph(net: NetSource, input_shapes: InputShapes | None = None, *,
     """The net's graph with every problem in ``graph.problems`` (never raised) and the shapes
     that can be inferred filled in (the others ``None``)."""
     graph = build_graph(load_definition(net), phase=phase, supported=is_supported, check=False)
-    unsupported_values = [f"layer '{node.name}' ({node.type}): {why}" for node in graph.layers
-                          if node.role == "compute" and is_supported(node.type)
-                          for why in get_converter(node.type).unsupported(node)]
+    unsupported_values = parameter_value_problems(graph)
     graph.problems += unsupported_values
     graph.unsupported += unsupported_values
     if graph.problems:
