@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx, nn
 
-from caffe2torch.errors import Caffe2TorchError
+from caffe2torch.errors import Caffe2TorchError, ShapeError
 from caffe2torch.ir.graph import LayerNode, NetGraph
 from caffe2torch.layers.registry import get_converter
 
@@ -47,13 +47,27 @@ class CaffeNet(fx.GraphModule):
     def _call(self, *args, outputs: Iterable[str] | str | None = None, **kwargs):
         args = self._inputs_in_order(args, kwargs)
         if outputs is None:
-            return self._wrapped_call(self, *args)
+            return self._located(lambda *a: self._wrapped_call(self, *a), *args)
         names = [outputs] if isinstance(outputs, str) else list(outputs)
         unknown = [n for n in names if n not in self.caffe.blob_nodes]
         if unknown:
             raise Caffe2TorchError(f"no blob named {unknown} in net '{self.caffe.graph.name}'; "
                                    f"known blobs: {sorted(self.caffe.blob_nodes)}")
-        return self.blob_module({n: self.caffe.blob_nodes[n] for n in names})(*args)
+        return self._located(self.blob_module({n: self.caffe.blob_nodes[n] for n in names}),
+                             *args)
+
+    def _located(self, run, *args):
+        """``run(*args)``; an error inside a layer is raised again as a ShapeError naming the
+        Caffe layer, the shapes it was given and the shapes it was built for."""
+        try:
+            return run(*args)
+        except (RuntimeError, ValueError, IndexError) as err:
+            if torch.compiler.is_compiling() or isinstance(err, Caffe2TorchError):
+                raise
+            found = _failing_layer(self, args)
+            if found is None:
+                raise
+            raise ShapeError(f"{self.caffe.graph.definition.source}: {found}: {err}") from err
 
     def layer_outputs(self, *args, layers: Iterable[str] | None = None,
                       **kwargs) -> dict[str, list[torch.Tensor]]:
@@ -97,6 +111,42 @@ class CaffeNet(fx.GraphModule):
             graph.eliminate_dead_code()
             cache[key] = fx.GraphModule(self, graph)
         return cache[key]
+
+
+def _failing_layer(net: CaffeNet, args: tuple) -> str | None:
+    """Run the net node by node and describe the first layer that fails on ``args``."""
+    graph = net.caffe.graph
+    by_module = {node.module_name: node for node in graph.layers}
+
+    class _Finder(fx.Interpreter):
+        failed: str | None = None
+
+        def call_module(self, target, node_args, kwargs):
+            try:
+                return super().call_module(target, node_args, kwargs)
+            except Exception:
+                layer = by_module.get(str(target))
+                if layer is None:
+                    raise
+                given = [tuple(a.shape) for a in node_args if isinstance(a, torch.Tensor)]
+                built = [graph.blobs[b].shape for b in layer.bottoms]
+                inputs = ", ".join(
+                    f"'{name}' {tuple(a.shape)}" for name, a in zip(net.caffe.input_names, args)
+                    if isinstance(a, torch.Tensor))
+                built_inputs = ", ".join(f"'{graph.blobs[b].name}' {graph.blobs[b].shape}"
+                                         for b in graph.inputs)
+                self.failed = (f"layer '{layer.name}' ({layer.type}) cannot take bottoms of "
+                               f"shapes {given}; it was built for {built} (inputs given: "
+                               f"{inputs}; built for: {built_inputs})")
+                raise
+
+    finder = _Finder(net)
+    try:
+        with torch.no_grad():
+            finder.run(*args)
+    except Exception:  # noqa: BLE001 - the first run's error is the one raised
+        pass
+    return finder.failed
 
 
 def build_module(graph: NetGraph, *, deferred: bool = False) -> CaffeNet:

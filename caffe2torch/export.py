@@ -49,7 +49,7 @@ from caffe2torch.build import CaffeNet
 from caffe2torch.errors import Caffe2TorchError
 
 __all__ = [
-    "NAMINGS", "example_inputs", "export", "export_caffemodel", "export_onnx", "export_program",
+    "NAMINGS", "check_output", "example_inputs", "export", "export_caffemodel", "export_onnx", "export_program",
     "export_python", "export_safetensors", "export_state_dict", "export_torchscript",
     "inlined_source", "named_state_dict", "plain_module", "python_source", "torchvision_vgg_names",
 ]
@@ -65,19 +65,34 @@ log = logging.getLogger("caffe2torch")
 def export(net: CaffeNet, path: PathLike, *, naming: str = "caffe") -> Path:
     """Write ``net`` in the format of ``path``'s extension (see the module docstring)."""
     path = Path(path)
+    writer, takes_naming = _FORMATS[check_output(path, naming)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if takes_naming:
+        return writer(net, path, naming=naming)
+    return writer(net, path)
+
+
+def check_output(path: PathLike, naming: str = "caffe") -> str:
+    """Check, before any work, that ``path`` names a known format that takes ``naming`` and can
+    be written (its nearest existing parent is a folder); returns the format's suffix."""
+    path = Path(path)
     suffix = _format_suffix(path)
     if suffix not in _FORMATS:
         known = ", ".join(sorted(_FORMATS))
         raise Caffe2TorchError(f"{path}: unknown output format '{path.suffix}'; expected one of "
                                f"{known} (or .caffemodel.h5)")
-    writer, takes_naming = _FORMATS[suffix]
     _check_naming(naming)
-    if takes_naming:
-        return writer(net, path, naming=naming)
-    if naming != "caffe":
+    if naming != "caffe" and not _FORMATS[suffix][1]:
         raise Caffe2TorchError(f"{path}: naming='{naming}' applies to state_dict files (.pt, .pth, "
                                f".safetensors); a {suffix} file keeps the net's own structure")
-    return writer(net, path)
+    if path.is_dir():
+        raise Caffe2TorchError(f"{path}: is a folder; expected a file name ending in {suffix}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise Caffe2TorchError(f"{path}: cannot be written: '{parent}' is a file, not a folder")
+    return suffix
 
 
 def _format_suffix(path: Path) -> str:

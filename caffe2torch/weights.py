@@ -94,8 +94,14 @@ def bind_weights(net: CaffeNet, model: CaffeModel, strict: bool = True) -> Weigh
             shapes = [tuple(b.shape) for b in layers[0].blobs]
             report.unexpected.append(f"layer '{name}' ({layers[0].type}) in the file has blobs "
                                      f"{shapes} but no layer of the net is named so")
+    wanted = len(report.loaded) + len(report.missing) + len(report.mismatched)
+    if wanted and not report.loaded:
+        raise WeightsError(f"{report}\nnone of the net's {wanted} layer(s) with parameters "
+                           "binds: expected the caffemodel of this net (layer names and blob "
+                           "shapes as in the prototxt)")
     if strict and not report.ok:
-        raise WeightsError(str(report) + "\n(pass strict=False to load what fits)")
+        raise WeightsError(str(report) + "\n(strict=False, --lenient on the command line, "
+                           "loads what fits)")
     return report
 
 

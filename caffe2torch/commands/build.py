@@ -48,6 +48,12 @@ def resolve_net(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    naming = getattr(args, "naming", "caffe")
+    if args.output:
+        from caffe2torch.export import check_output
+        check_output(args.output, naming)
+    if args.lenient and not args.weights:
+        raise Caffe2TorchError("--lenient applies to loading weights; give them with -w")
     net = build(resolve_net(args), weights=args.weights,
                 input_shapes=parse_input_shapes(args.input_shape), phase=args.phase,
                 strict=not args.lenient)
@@ -57,8 +63,12 @@ def run(args: argparse.Namespace) -> int:
     report = net.caffe.weights_report
     if report is not None and not report.ok:
         print(str(report), file=sys.stderr)
+        wanted = len(report.loaded) + len(report.missing) + len(report.mismatched)
+        print(f"caffe2torch: warning: --lenient bound {len(report.loaded)} of the {wanted} "
+              "layer(s) with parameters; the others keep their initial values",
+              file=sys.stderr)
     if args.output:
         from caffe2torch.export import export
-        written = export(net, args.output, naming=getattr(args, "naming", "caffe"))
+        written = export(net, args.output, naming=naming)
         print(f"wrote {written}", file=sys.stderr)
     return 0

@@ -637,11 +637,16 @@ def release_pages(values: np.ndarray) -> None:
 
 def _map_file(path: str) -> Buffer:
     """Map a regular file read-only (empty files and special files are read instead)."""
-    with open(path, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
-            return handle.read()
-        return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        with open(path, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+                return handle.read()
+            return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    except OSError as err:
+        raise CaffemodelError(f"{path}: cannot read weights: "
+                              f"{err.strerror or err}; expected a readable .caffemodel "
+                              "file") from None
 
 
 # ----------------------------------------------------------------------------- HDF5

@@ -280,6 +280,11 @@ class _GraphBuilder:
         return blob_id
 
     def finish(self) -> NetGraph:
+        if not any(node.role == "compute" for node in self.layers):
+            self.problems.append(
+                f"the net has no layer to compute ({len(self.layers)} input layer(s) and "
+                f"{len(self.definition.net.layer)} layer(s) in the file, after the phase rules); "
+                "expected at least one")
         inputs, outputs = self._inputs_and_outputs()
         graph = nx.MultiDiGraph()
         for position, node in enumerate(self.layers):

@@ -44,7 +44,8 @@ def _input_shape(graph: NetGraph, node: LayerNode, top: str, declared: PartialSh
         if declared else "no shape"
     raise ShapeError(
         f"{graph.definition.source}: input '{name}' of layer '{node.name}' ({node.type}) has "
-        f"{shown} in the file; pass its full shape, e.g. input_shapes={{'{name}': (N, C, H, W)}}")
+        f"{shown} in the file; pass its full shape, e.g. input_shapes={{'{name}': (N, C, H, W)}} "
+        f"(--input-shape {name}=N,C,H,W on the command line)")
 
 
 def declared_input_shapes(node: LayerNode) -> list[PartialShape]:
