@@ -271,12 +271,14 @@ def check_labels(labels: Sequence[str], classes: int | None, source: str,
     """A list of names fits a DetectionOutput with ``classes`` classes (background included)."""
     if classes is None or len(labels) == classes:
         return
+    ids = f"label ids 0..{classes - 1}"
+    if background is not None and background >= 0:
+        ids += f", {background} the background"
     hint = ""
     if len(labels) == classes - 1 and background == 0:
-        hint = "; it seems to lack the background class: add a first line for label 0"
+        hint = "; one short: add a first line naming the background class (label 0)"
     raise DetectionError(f"{source}: {len(labels)} label name(s), but the net's "
-                         f"{DETECTION_TYPE} has num_classes {classes} (label ids 0..{classes - 1}"
-                         f", {background} is the background){hint}")
+                         f"{DETECTION_TYPE} has num_classes {classes} ({ids}){hint}")
 
 
 def background_label(graph: NetGraph) -> int | None:
@@ -314,8 +316,10 @@ def draw_detections(image: ImageInput, detections: Sequence[Detection]) -> Image
     draw = ImageDraw.Draw(picture)
     for d in detections:
         colour = PALETTE[d.label % len(PALETTE)]
-        x1, y1, x2, y2 = d.box
-        draw.rectangle([x1, y1, max(x1, x2), max(y1, y2)], outline=colour, width=line)
+        # pixel (i, j) covers [i, i + 1): a box ending at the image border x2 = width has
+        # its last column at width - 1
+        x1, y1, x2, y2 = (round(v) for v in d.box)
+        draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=colour, width=line)
         caption = f"{d.title} {d.score:.2f}"
         left, top, right, bottom = draw.textbbox((0, 0), caption, font=font)
         text_w, text_h = right - left + 2 * line, bottom - top + 2 * line
