@@ -11,9 +11,10 @@ with the background's name first::
 
     from caffe2torch import build
     from caffe2torch.research.detection import detect, draw_detections, read_labels
-    net = build("deploy.prototxt", "res10_300x300_ssd_iter_140000.caffemodel")
-    found = detect(net, "people.jpg", preprocessing=prep, threshold=0.5,
-                   labels=["background", "face"])
+    net = build("model_zoo/res10_ssd_face/deploy.prototxt",
+                "res10_300x300_ssd_iter_140000.caffemodel")
+    found = detect(net, "people.jpg", threshold=0.5, labels=["background", "face"])
+    # (the preprocessing defaults to the net's own: here the zoo manifest's)
     for d in found.detections:
         print(d.name, d.score, d.box)          # box: x1, y1, x2, y2 in the image's pixels
     draw_detections("people.jpg", found.detections).save("boxes.png")
