@@ -195,6 +195,16 @@ class Preprocessing:
             return self.crop
         return _resized_hw(image_hw, self.size)
 
+    def view_box(self, image_hw: tuple[int, int]) -> tuple[float, float, float, float]:
+        """The part of an ``image_hw`` image the net input shows: ``(x0, y0, x1, y1)`` in the
+        image's pixels (the whole image unless there is a crop). Maps coordinates given relative
+        to the net input (as SSD's DetectionOutput gives them) back onto the image."""
+        height, width = image_hw
+        resized_h, resized_w = _resized_hw(image_hw, self.size)
+        top, left, crop_h, crop_w = self._crop_box((resized_h, resized_w))
+        sx, sy = width / resized_w, height / resized_h
+        return left * sx, top * sy, (left + crop_w) * sx, (top + crop_h) * sy
+
     def describe(self) -> str:
         """One line for logs: every setting."""
         if self.mean is None:
@@ -398,15 +408,8 @@ def _transform_param(graph: NetGraph) -> caffe_pb2.TransformationParameter | Non
 
 
 def _zoo_entry_for(source: str) -> ZooEntry | None:
-    from caffe2torch.zoo import list_entries
-    try:
-        path = Path(source).resolve()
-    except (OSError, ValueError):
-        return None
-    for entry in list_entries():
-        if entry.prototxt.resolve() == path:
-            return entry
-    return None
+    from caffe2torch.zoo import entry_for_prototxt
+    return entry_for_prototxt(source)
 
 
 def _input_hw(shape: Sequence[int] | None) -> tuple[int, int] | None:

@@ -105,6 +105,18 @@ def get_entry(entry_id: str) -> ZooEntry:
     return ZooEntry(id=entry_id, directory=directory, manifest=manifest)
 
 
+def entry_for_prototxt(path: str | os.PathLike[str]) -> ZooEntry | None:
+    """The zoo entry whose prototxt is the file at ``path``, if any."""
+    try:
+        wanted = Path(path).resolve()
+    except (OSError, ValueError):
+        return None
+    for entry in list_entries():
+        if entry.prototxt.resolve() == wanted:
+            return entry
+    return None
+
+
 # --------------------------------------------------------------------------- downloading
 
 def fetch_weights(entry: ZooEntry | str, dest_dir: str | os.PathLike[str] = ".",

@@ -35,6 +35,8 @@ CORPUS_FILES = {
     "squeezenet_v1.1": "squeezenet_v1.1_deploy.prototxt",
     "resnet50": "resnet50_deploy.prototxt",
     "open_nsfw": "open_nsfw_deploy.prototxt",
+    "res10_ssd_face": "opencv_res10_ssd_face_detector_deploy.prototxt",
+    "mobilenet_ssd": "mobilenet_ssd_voc_deploy.prototxt",
 }
 IDS = sorted(CORPUS_FILES)
 NSFW_WEIGHTS = OPEN_NSFW / "resnet_50_1by2_nsfw.caffemodel"
@@ -172,7 +174,10 @@ def test_num_params_recomputed_from_prototxt(entry_id):
     graph = _graph_or_skip(entry.prototxt)
     assert sum(row.params for row in summarize(graph)) == entry.manifest["num_params"]
     labels = entry.manifest["labels"]
-    if labels is not None:
+    detectors = [n for n in graph.layers if n.type == "DetectionOutput"]
+    if labels is not None and detectors:  # label ids index the names, background included
+        assert detectors[0].param.detection_output_param.num_classes == len(labels)
+    elif labels is not None:
         assert graph.blob("prob").shape[1] == len(labels)
 
 

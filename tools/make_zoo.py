@@ -333,6 +333,197 @@ def open_nsfw() -> caffe_pb2.NetParameter:
     return net
 
 
+# --------------------------------------------------------------------------- SSD detectors
+
+Conv = caffe_pb2.ConvolutionParameter
+# (min_size, max_size or None, aspect ratios, step or None) of each SSD head's PriorBox
+PriorSpec = tuple[float, float | None, Sequence[float], float | None]
+
+
+def _ssd_conv(net, name: str, bottom: str, num_output: int, kernel: int, **fields) -> str:
+    """A Convolution whose fields are set exactly as given (``pad=0`` is written, unlike
+    :func:`_conv`): SSD deploy files spell out ``pad: 0`` and ``stride: 1``."""
+    param = _layer(net, name, "Convolution", [bottom], [name]).convolution_param
+    param.num_output = num_output
+    param.kernel_size.append(kernel)
+    for field in ("pad", "stride", "dilation"):
+        if field in fields:
+            getattr(param, field).append(fields.pop(field))
+    for field, value in fields.items():
+        setattr(param, field, value)
+    return name
+
+
+def _ssd_head(net, prefix: str, source: str, num_loc: int, num_conf: int, prior: PriorSpec,
+              **conv) -> tuple[str, str, str]:
+    """One SSD prediction head: loc and conf convolutions, each permuted to NHWC and flattened,
+    and the feature map's PriorBox (over the image blob ``data``)."""
+    flats = []
+    for kind, width in (("loc", num_loc), ("conf", num_conf)):
+        blob = _ssd_conv(net, f"{prefix}_mbox_{kind}", source, width, **conv)
+        _layer(net, f"{blob}_perm", "Permute", [blob], [f"{blob}_perm"]).permute_param.order \
+            .extend([0, 2, 3, 1])
+        _layer(net, f"{blob}_flat", "Flatten", [f"{blob}_perm"], [f"{blob}_flat"]) \
+            .flatten_param.axis = 1
+        flats.append(f"{blob}_flat")
+    min_size, max_size, ratios, step = prior
+    name = f"{prefix}_mbox_priorbox"
+    param = _layer(net, name, "PriorBox", [source, "data"], [name]).prior_box_param
+    param.min_size.append(min_size)
+    if max_size is not None:
+        param.max_size.append(max_size)
+    param.aspect_ratio.extend(ratios)
+    param.flip, param.clip = True, False
+    param.variance.extend([0.1, 0.1, 0.2, 0.2])
+    if step is not None:
+        param.step = step
+    param.offset = 0.5
+    return flats[0], flats[1], name
+
+
+def _ssd_output(net, heads: Sequence[tuple[str, str, str]], num_classes: int,
+                nms_threshold: float, top_k: int, keep_top_k: int, confidence: float) -> None:
+    """Concatenated heads, softmax over the classes of each prior, DetectionOutput (TEST)."""
+    for index, blob in enumerate(("mbox_loc", "mbox_conf", "mbox_priorbox")):
+        concat = _layer(net, blob, "Concat", [head[index] for head in heads], [blob])
+        concat.concat_param.axis = 2 if blob == "mbox_priorbox" else 1
+    _layer(net, "mbox_conf_reshape", "Reshape", ["mbox_conf"], ["mbox_conf_reshape"]) \
+        .reshape_param.shape.dim.extend([0, -1, num_classes])
+    _layer(net, "mbox_conf_softmax", "Softmax", ["mbox_conf_reshape"], ["mbox_conf_softmax"]) \
+        .softmax_param.axis = 2
+    _layer(net, "mbox_conf_flatten", "Flatten", ["mbox_conf_softmax"], ["mbox_conf_flatten"]) \
+        .flatten_param.axis = 1
+    layer = _layer(net, "detection_out", "DetectionOutput",
+                   ["mbox_loc", "mbox_conf_flatten", "mbox_priorbox"], ["detection_out"])
+    layer.include.add(phase=caffe_pb2.TEST)
+    param = layer.detection_output_param
+    param.num_classes, param.share_location, param.background_label_id = num_classes, True, 0
+    param.nms_param.nms_threshold, param.nms_param.top_k = nms_threshold, top_k
+    param.code_type = caffe_pb2.PriorBoxParameter.CENTER_SIZE
+    param.keep_top_k, param.confidence_threshold = keep_top_k, confidence
+
+
+# OpenCV's res10 face detector: ResNet-10 stages (name, conv1 / conv2 widths, stride, the parts
+# whose layer names end in "_h" as in the released file), then the extra SSD layers.
+RES10_STAGES = (("64_1", 32, 32, 1, {"conv1", "bn2", "scale2", "conv2"}),
+                ("128_1", 128, 128, 2, {"bn1", "scale1", "conv1", "conv_expand"}),
+                ("256_1", 256, 256, 2, set()),
+                ("512_1", 128, 256, 1, {"conv1", "bn2", "scale2", "conv2", "conv_expand"}))
+RES10_EXTRAS = ((6, 128, 256, 2), (7, 64, 128, 2), (8, 64, 128, 1), (9, 64, 128, 1))
+RES10_HEADS = (("conv4_3_norm", "conv4_3_norm", 16, 8, (30.0, 60.0, (2.0,), 8.0)),
+               ("fc7", "fc7", 24, 12, (60.0, 111.0, (2.0, 3.0), 16.0)),
+               ("conv6_2", "conv6_2_h", 24, 12, (111.0, 162.0, (2.0, 3.0), 32.0)),
+               ("conv7_2", "conv7_2_h", 24, 12, (162.0, 213.0, (2.0, 3.0), 64.0)),
+               ("conv8_2", "conv8_2_h", 16, 8, (213.0, 264.0, (2.0,), 100.0)),
+               ("conv9_2", "conv9_2_h", 16, 8, (264.0, 315.0, (2.0,), 300.0)))
+
+
+def _bn_scale(net, bn: str, scale: str, bottom: str, top: str) -> str:
+    """BatchNorm (no parameters block, as in the file) + Scale with bias, in place after bn."""
+    _layer(net, bn, "BatchNorm", [bottom], [top])
+    _layer(net, scale, "Scale", [top], [top]).scale_param.bias_term = True
+    return top
+
+
+def _res10_stage(net, stage: str, bottom: str, conv1: int, conv2: int, stride: int,
+                 suffixed: set[str]) -> str:
+    """A pre-activation residual unit: (BN, Scale, ReLU,) conv 3x3, BN, Scale, ReLU, conv 3x3,
+    summed with the input or (stride or width change) its 1x1 projection."""
+    def name(part: str) -> str:
+        return f"layer_{stage}_{part}" + ("_h" if part in suffixed else "")
+
+    first = stage != "64_1"  # the first unit follows the max pool directly
+    blob = bottom
+    if first:
+        blob = _bn_scale(net, name("bn1"), name("scale1"), bottom, name("bn1"))
+        _relu_named(net, f"layer_{stage}_relu1", blob)
+    branch = _ssd_conv(net, name("conv1"), blob, conv1, 3, bias_term=False, pad=1, stride=stride)
+    _bn_scale(net, name("bn2"), name("scale2"), branch, branch)
+    _relu_named(net, f"layer_{stage}_relu2", branch)
+    dilation = {"dilation": 2, "pad": 2} if stage == "512_1" else {"pad": 1}
+    branch = _ssd_conv(net, name("conv2"), branch, conv2, 3, bias_term=False, stride=1,
+                       **dilation)
+    shortcut = bottom
+    if first:
+        shortcut = _ssd_conv(net, name("conv_expand"), blob, conv2, 1, bias_term=False, pad=0,
+                             stride=stride)
+    total = f"layer_{stage}_sum"
+    _layer(net, total, "Eltwise", [branch, shortcut], [total])
+    return total
+
+
+def _relu_named(net, name: str, blob: str, top: str | None = None) -> str:
+    _layer(net, name, "ReLU", [blob], [top or blob])
+    return top or blob
+
+
+def res10_ssd_face() -> caffe_pb2.NetParameter:
+    """OpenCV's face detector (samples/dnn/face_detector/deploy.prototxt): SSD 300x300 on a
+    ResNet-10 with BatchNorm on the input, a dilated last stage, Normalize on conv4_3, 2 classes."""
+    net = _net("", [1, 3, 300, 300], input_layer="input")
+    blob = _bn_scale(net, "data_bn", "data_scale", "data", "data_bn")
+    blob = _ssd_conv(net, "conv1_h", blob, 32, 7, pad=3, stride=2)
+    _bn_scale(net, "conv1_bn_h", "conv1_scale_h", blob, blob)
+    blob = _pool(net, "conv1_pool", _relu_named(net, "conv1_relu", blob), Pool.MAX, 3, 2)
+    net.layer[-1].pooling_param.ClearField("pool")  # the file leaves the (default) MAX unset
+    for stage, conv1, conv2, stride, suffixed in RES10_STAGES:
+        blob = _res10_stage(net, stage, blob, conv1, conv2, stride, suffixed)
+    _bn_scale(net, "last_bn_h", "last_scale_h", blob, blob)
+    blob = _relu_named(net, "last_relu", blob, "fc7")
+    for index, squeeze, width, stride in RES10_EXTRAS:
+        blob = _ssd_conv(net, f"conv{index}_1_h", blob, squeeze, 1, pad=0, stride=1)
+        blob = _relu_named(net, f"conv{index}_1_relu", blob)
+        blob = _ssd_conv(net, f"conv{index}_2_h", blob, width, 3, pad=1, stride=stride)
+        blob = _relu_named(net, f"conv{index}_2_relu", blob)
+    norm = _layer(net, "conv4_3_norm", "Normalize", ["layer_256_1_bn1"], ["conv4_3_norm"])
+    norm.norm_param.across_spatial, norm.norm_param.channel_shared = False, False
+    heads = [_ssd_head(net, prefix, source, loc, conf, prior, kernel=3, pad=1, stride=1)
+             for prefix, source, loc, conf, prior in RES10_HEADS]
+    _ssd_output(net, heads, 2, nms_threshold=0.3, top_k=400, keep_top_k=200, confidence=0.01)
+    return net
+
+
+# MobileNet-SSD (chuanqi305): MobileNet v1 blocks (output width, stride), then extra layers
+# (1x1 width, 3x3 width), then the heads (source, PriorBox min / max sizes and ratios).
+MOBILENET_BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1),
+                    (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
+MOBILENET_SSD_EXTRAS = ((14, 256, 512), (15, 128, 256), (16, 128, 256), (17, 64, 128))
+MOBILENET_SSD_HEADS = (("conv11", 3, (60.0, None, (2.0,), None)),
+                       ("conv13", 6, (105.0, 150.0, (2.0, 3.0), None)),
+                       ("conv14_2", 6, (150.0, 195.0, (2.0, 3.0), None)),
+                       ("conv15_2", 6, (195.0, 240.0, (2.0, 3.0), None)),
+                       ("conv16_2", 6, (240.0, 285.0, (2.0, 3.0), None)),
+                       ("conv17_2", 6, (285.0, 300.0, (2.0, 3.0), None)))
+VOC_CLASSES = 21
+
+
+def mobilenet_ssd() -> caffe_pb2.NetParameter:
+    """MobileNet-SSD for PASCAL VOC (chuanqi305/MobileNet-SSD voc/MobileNetSSD_deploy.prototxt,
+    BatchNorm merged into the convolutions): depthwise 3x3 as grouped Convolution (engine CAFFE),
+    heads on conv11 and conv13 and four extra layers, 21 classes."""
+    net = _net("MobileNet-SSD", [1, 3, 300, 300], input_layer="input")
+    blob = _relu_named(net, "conv0/relu", _ssd_conv(net, "conv0", "data", 32, 3, pad=1,
+                                                    stride=2))
+    width = 32
+    for index, (out, stride) in enumerate(MOBILENET_BLOCKS, 1):
+        strided = {"stride": stride} if stride != 1 else {}
+        blob = _ssd_conv(net, f"conv{index}/dw", blob, width, 3, pad=1, group=width,
+                         engine=Conv.CAFFE, **strided)
+        blob = _relu_named(net, f"conv{index}/dw/relu", blob)
+        blob = _relu_named(net, f"conv{index}/relu", _ssd_conv(net, f"conv{index}", blob, out, 1))
+        width = out
+    for index, squeeze, out in MOBILENET_SSD_EXTRAS:
+        blob = _relu_named(net, f"conv{index}_1/relu",
+                           _ssd_conv(net, f"conv{index}_1", blob, squeeze, 1))
+        blob = _relu_named(net, f"conv{index}_2/relu",
+                           _ssd_conv(net, f"conv{index}_2", blob, out, 3, pad=1, stride=2))
+    heads = [_ssd_head(net, source, source, 4 * priors, VOC_CLASSES * priors, prior, kernel=1)
+             for source, priors, prior in MOBILENET_SSD_HEADS]
+    _ssd_output(net, heads, VOC_CLASSES, nms_threshold=0.45, top_k=100, keep_top_k=100,
+                confidence=0.25)
+    return net
+
+
 NETS: dict[str, Callable[[], caffe_pb2.NetParameter]] = {
     "vgg_face": lambda: vgg16_v1("VGG_FACE_16_layers", 2622),
     "vgg16": lambda: vgg16_v1("VGG_ILSVRC_16_layers", 1000),
@@ -341,6 +532,8 @@ NETS: dict[str, Callable[[], caffe_pb2.NetParameter]] = {
     "squeezenet_v1.1": squeezenet_v1_1,
     "resnet50": resnet50,
     "open_nsfw": open_nsfw,
+    "res10_ssd_face": res10_ssd_face,
+    "mobilenet_ssd": mobilenet_ssd,
 }
 
 

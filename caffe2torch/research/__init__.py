@@ -8,11 +8,19 @@ Each ``caffe2torch`` research command is a thin wrapper over one of these::
     draw_graph("deploy.prototxt", "net.svg")                          # caffe2torch graph
     visualize(net, "x.jpg", "figures/", layer="pool5")                 # caffe2torch visualize
     extract_features(net, "images/", ["fc7"], "feats.npz")             # caffe2torch extract
+    found = detect(net, "x.jpg", labels=["background", "face"])        # caffe2torch detect
 
 Preprocessing (the Caffe way) lives in :mod:`caffe2torch.preprocess`.
 """
 from __future__ import annotations
 
+from caffe2torch.research.detection import (
+    Detection,
+    DetectionResult,
+    detect,
+    draw_detections,
+    read_labels,
+)
 from caffe2torch.research.extract import ExtractResult, Features, extract_features, read_features
 from caffe2torch.research.figures import (
     activation_grid,
@@ -25,7 +33,8 @@ from caffe2torch.research.netinfo import NetInfo, describe_net, format_info
 from caffe2torch.research.verification import VerifyReport, format_report, verify
 
 __all__ = [
-    "ExtractResult", "Features", "NetInfo", "VerifyReport", "activation_grid", "describe_net",
-    "draw_graph", "extract_features", "filter_grid", "format_info", "format_report",
-    "graph_to_dot", "heatmap_overlay", "read_features", "verify", "visualize",
+    "Detection", "DetectionResult", "ExtractResult", "Features", "NetInfo", "VerifyReport",
+    "activation_grid", "describe_net", "detect", "draw_detections", "draw_graph",
+    "extract_features", "filter_grid", "format_info", "format_report", "graph_to_dot",
+    "heatmap_overlay", "read_features", "read_labels", "verify", "visualize",
 ]
