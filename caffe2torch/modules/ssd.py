@@ -59,8 +59,8 @@ class PriorBox(nn.Module):
             img_h, img_w = _legacy(image.shape, 2), _legacy(image.shape, 3)
         f32 = dict(dtype=torch.float32, device=x.device)
         if self.step_hw[0] == 0 or self.step_hw[1] == 0:  # float(img) / layer, in float
-            step_h = torch.tensor(img_h, **f32) / height
-            step_w = torch.tensor(img_w, **f32) / width
+            step_h = torch.as_tensor(img_h, **f32) / height
+            step_w = torch.as_tensor(img_w, **f32) / width
         else:
             step_h, step_w = (torch.tensor(s, **f32) for s in self.step_hw)
         offset = torch.tensor(self.offset, **f32)
