@@ -14,11 +14,11 @@ import re
 import numpy as np
 import pytest
 import torch
+from oracle import CORPUS, SHARED, assert_close, opencv_blobs, require_shared
 
 import caffe2torch
 from caffe2torch.errors import ShapeError, UnsupportedLayerError
 from caffe2torch.ir.deploy import deploy_prototxt
-from oracle import CORPUS, SHARED, assert_close, opencv_blobs, require_shared
 
 MANIFEST = SHARED / "corpus" / "manifest.tsv"
 

@@ -7,7 +7,6 @@ detection rows exactly in number and order (label and image columns equal).
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from pathlib import Path
 

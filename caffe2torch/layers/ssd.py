@@ -26,8 +26,7 @@ import numpy as np
 from caffe2torch.ir.graph import LayerNode
 from caffe2torch.layers._common import expect_bottoms
 from caffe2torch.layers.registry import Converter, register_converter, shape_error
-from caffe2torch.modules.ssd import (DetectionOutput, Normalize, Permute, PriorBox,
-                                     priors_per_cell)
+from caffe2torch.modules.ssd import DetectionOutput, Normalize, Permute, PriorBox, priors_per_cell
 
 Shape = tuple[int, ...]
 ORIGIN = "SSD (weiliu89/caffe)"

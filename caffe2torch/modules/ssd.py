@@ -57,7 +57,7 @@ class PriorBox(nn.Module):
         img_h, img_w = self.img_hw
         if img_h == 0 or img_w == 0:
             img_h, img_w = _legacy(image.shape, 2), _legacy(image.shape, 3)
-        f32 = dict(dtype=torch.float32, device=x.device)
+        f32 = {"dtype": torch.float32, "device": x.device}
         if self.step_hw[0] == 0 or self.step_hw[1] == 0:  # float(img) / layer, in float
             step_h = torch.as_tensor(img_h, **f32) / height
             step_w = torch.as_tensor(img_w, **f32) / width
