@@ -331,6 +331,26 @@ def _dynamic_inputs(net: CaffeNet) -> list[bool]:
     return [bool(s) and bool(shapes[0]) and s[0] == shapes[0][0] for s in shapes]
 
 
+def _refuse_untraceable(net: CaffeNet, what: str) -> None:
+    """One Caffe2TorchError naming every layer whose forward tracing cannot capture (NMS...),
+    and how to export the net up to those layers' bottoms instead."""
+    from caffe2torch.layers.registry import get_converter
+
+    graph = net.caffe.graph
+    found = [node for node in graph.layers
+             if node.role != "input" and not get_converter(node.type).traceable]
+    if not found:
+        return
+    names = ", ".join(f"'{n.name}' ({n.type})" for n in found)
+    heads = sorted({graph.blobs[b].name for n in found for b in n.bottoms})
+    raise Caffe2TorchError(
+        f"net '{graph.name}' does not export to {what}: layer(s) {names} keep a data-dependent "
+        f"number of rows (NMS in Python), which tracing cannot capture. Export the net up to "
+        f"their inputs instead: remove those layers from the prototxt, so that its outputs are "
+        f"{', '.join(repr(h) for h in heads)}, and run the layer on them in PyTorch (the .py "
+        f"export and caffe2torch.build keep it)")
+
+
 def export_onnx(net: CaffeNet, path: PathLike, *, opset: int = 17,
                 dynamic_batch: bool = True) -> Path:
     """ONNX by torch.onnx's TorchScript-based exporter (offline, no onnxscript needed), run on
@@ -339,6 +359,7 @@ def export_onnx(net: CaffeNet, path: PathLike, *, opset: int = 17,
     the batch axis is dynamic when the net allows it (see :func:`export_program`)."""
     path = Path(path)
     info = net.caffe
+    _refuse_untraceable(net, "ONNX")
     program, dynamic = _exported_program(net, dynamic_batch)
     dynamic_axes = None
     if dynamic:
@@ -405,6 +426,7 @@ def export_torchscript(net: CaffeNet, path: PathLike) -> Path:
     the modules compute from ``x.shape`` (as they do); recurrent layers (LSTM, RNN) are unrolled
     over the declared sequence length."""
     path = Path(path)
+    _refuse_untraceable(net, "TorchScript")
     with _eval_mode(net), _quiet_tracing(), torch.no_grad():
         traced = torch.jit.trace(plain_module(net), example_inputs(net))
     torch.jit.save(traced, str(path))
@@ -417,6 +439,7 @@ def export_program(net: CaffeNet, path: PathLike, *, dynamic_batch: bool = True)
     it to a constant (a Reshape with an explicit batch size...): then the program keeps the
     declared input shapes, and a warning on the ``caffe2torch`` logger says why."""
     path = Path(path)
+    _refuse_untraceable(net, ".pt2 (torch.export)")
     torch.export.save(_exported_program(net, dynamic_batch)[0], str(path))
     return path
 

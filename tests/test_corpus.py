@@ -1,8 +1,9 @@
 """Every real-world prototxt in ../shared/corpus: builds, infers Caffe's shapes, matches OpenCV.
 
 One test per file. Nets of BVLC layers get random weights from our writer and must equal OpenCV's
-Caffe importer within 1e-4 relative max error on every output; nets with layers outside BVLC must
-fail once, naming every unsupported layer.
+Caffe importer within 1e-4 relative max error on every output; the SSD-family nets (CAFFE_CHECKED)
+build and run here and match real Caffe in their own tests; nets with other layers outside BVLC
+must fail once, naming every unsupported layer.
 """
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ import re
 import numpy as np
 import pytest
 import torch
+from oracle import CORPUS, SHARED, assert_close, opencv_blobs, require_shared
 
 import caffe2torch
-from caffe2torch.errors import UnsupportedLayerError
+from caffe2torch.errors import ShapeError, UnsupportedLayerError
 from caffe2torch.ir.deploy import deploy_prototxt
-from oracle import CORPUS, SHARED, assert_close, opencv_blobs, require_shared
 
 MANIFEST = SHARED / "corpus" / "manifest.tsv"
 
@@ -42,6 +43,14 @@ INPUTS = {
     "openpose_mpi_faster_4_stages_deploy": {"image": (1, 3, 80, 96)},
     "colorization_deploy_v2": {"data_l": (1, 1, 96, 80)},
     "bvlc_mnist_siamese_deploy": {"data": (3, 1, 28, 28)},
+}
+# Fork nets that convert and are checked against real Caffe elsewhere (OpenCV's DetectionOutput
+# is not Caffe's): here they build, infer Caffe's shapes and run; file -> where they are checked.
+CAFFE_CHECKED = {
+    "mobilenet_ssd_voc_deploy": "tests/test_ssd_nets.py",
+    "mobilenet_ssd_deploy_bn": "tests/test_ssd_nets.py",
+    "opencv_res10_ssd_face_detector_deploy": "tests/test_ssd_nets.py",
+    "faceboxes_deploy": "tests/test_layers_ssd.py (with faceboxes_dense_anchors)",
 }
 # Files only an estimate in the manifest describes (placeholder input dims).
 ASSUMED_SHAPES = re.compile(r"ASSUMED")
@@ -86,6 +95,9 @@ def _run_inputs(graph, stem: str) -> dict[str, tuple[int, ...]]:
 def test_corpus_file(file_name, tmp_path):
     require_shared(MANIFEST)
     row, path, stem = ROWS[file_name], CORPUS / file_name, file_name.removesuffix(".prototxt")
+    if stem in CAFFE_CHECKED:
+        _check_fork_net(path, stem, tmp_path)
+        return
     custom = _custom_types(row)
     if custom:
         with pytest.raises(UnsupportedLayerError) as err:
@@ -118,6 +130,28 @@ def test_corpus_file(file_name, tmp_path):
         assert_close(ours[name].numpy(), expected, 1e-4, f"{file_name}: {name}")
     for name, value in ours.items():
         assert tuple(value.shape) == run_graph.blob(name).shape, name
+
+
+def _check_fork_net(path, stem: str, tmp_path) -> None:
+    """An SSD-family net: builds (FaceBoxes with its PriorBox variant, and fails without it)
+    and gives rows of 7 values for random weights."""
+    if stem == "faceboxes_deploy":
+        with pytest.raises(ShapeError, match="faceboxes_dense_anchors"):
+            caffe2torch.load_graph(path)
+        variant = tmp_path / path.name
+        variant.write_text(path.read_text().replace(
+            "prior_box_param {", "prior_box_param { faceboxes_dense_anchors: true"))
+        path = variant
+    graph = caffe2torch.load_graph(path)
+    assert graph.blob("detection_out").shape == (1, 1, 1, 7)  # Caffe's set-up shape
+    weights = tmp_path / f"{stem}.caffemodel"
+    caffe2torch.write_random_caffemodel(path, weights, seed=11)
+    net = caffe2torch.build(path, weights=weights)
+    shape = graph.blobs[graph.inputs[0]].shape
+    with torch.no_grad():
+        rows = net(torch.from_numpy(np.random.default_rng(5).standard_normal(
+            shape, dtype=np.float32)))
+    assert rows.shape[:2] == (1, 1) and rows.shape[3] == 7 and rows.shape[2] >= 1
 
 
 def _needs_deploy_file(graph) -> bool:

@@ -65,8 +65,9 @@ def blob_mismatch(actual: np.ndarray, expected: np.ndarray) -> str | None:
 
 def data_dependent_blobs(graph) -> set[str]:
     """Blobs whose size depends on input values: the tops of a ``data_dependent`` layer
-    (Filter) and every blob computed from them. Their inferred shape is Caffe's at net set-up,
-    an upper bound along axis 0 of the run-time blob, which is compared in full."""
+    (Filter, DetectionOutput) and every blob computed from them. Their inferred shape is
+    Caffe's at net set-up (Filter: an upper bound along axis 0; DetectionOutput: one row of
+    the run-time rows), and the run-time blob is compared in full."""
     dependent: set[str] = set()
     for node in graph.layers:
         if node.role != "input" and (get_converter(node.type).data_dependent
@@ -76,9 +77,10 @@ def data_dependent_blobs(graph) -> set[str]:
 
 
 def shape_agrees(inferred, actual, bounded: bool) -> bool:
+    """Equal shapes; for a data-dependent blob, equal but along one axis (the run-time size)."""
     if not bounded:
         return inferred == actual
-    return len(inferred) == len(actual) and inferred[1:] == actual[1:] and inferred[0] >= actual[0]
+    return len(inferred) == len(actual) and sum(a != b for a, b in zip(inferred, actual)) <= 1
 
 
 @pytest.mark.parametrize("prototxt", NETS, ids=[p.stem for p in NETS])

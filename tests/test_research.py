@@ -41,7 +41,7 @@ layer { name: "data" type: "Input" top: "data"
   input_param { shape { dim: 1 dim: 3 dim: 16 dim: 16 } } }
 layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
   convolution_param { num_output: 4 kernel_size: 3 } }
-layer { name: "prior" type: "PriorBox" bottom: "conv1" bottom: "data" top: "prior" }
+layer { name: "prior" type: "AnchorGrid" bottom: "conv1" bottom: "data" top: "prior" }
 layer { name: "py" type: "Python" bottom: "conv1" top: "py"
   python_param { module: "m" layer: "L" } }
 layer { name: "fc" type: "InnerProduct" bottom: "py" top: "fc"
@@ -78,7 +78,7 @@ def test_info_lists_every_unsupported_layer_and_keeps_the_shapes_it_can(write_ne
     assert main(["info", str(proto)]) == 0
     out = capsys.readouterr().out
     assert "2 problem(s)" in out
-    assert "layer 'prior' has unsupported type 'PriorBox'" in out
+    assert "layer 'prior' has unsupported type 'AnchorGrid'" in out
     assert "layer 'py' has unsupported type 'Python'" in out
     info = describe_net(proto)
     shapes = {row.name: row.shapes[0] for row in info.rows}

@@ -40,6 +40,9 @@ class Converter:
     #: True where a top's size depends on input values (Filter): output_shapes gives Caffe's
     #: shape at net set-up, an upper bound along axis 0 of the run-time size.
     data_dependent: ClassVar[bool] = False
+    #: False where the module's forward is data-dependent Python (NMS) that torch.jit.trace and
+    #: torch.export cannot capture: ONNX / TorchScript / .pt2 exports refuse the net, naming it.
+    traceable: ClassVar[bool] = True
     #: Where the layer type comes from: "" for BVLC Caffe, else the fork (and its repository),
     #: e.g. "SSD (weiliu89/caffe)"; shown in the support table.
     origin: ClassVar[str] = ""

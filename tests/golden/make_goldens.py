@@ -63,6 +63,8 @@ INPUTS = {
     "embed": {"idx": ("integers", 0, 7)},
     "filter": {"selector": ("values", [[1], [0], [1], [1]])},
     "mvn": {"data": ("normal", 3.0, 2.0)},
+    "ssd_detection": {"conf": ("uniform", 0.0, 1.0), "loc": ("normal", 0.0, 1.0),
+                      "loc_all": ("normal", 0.0, 1.0)},
     "recurrent": {
         "cont": ("values", [[0, 0], [1, 1], [1, 0], [1, 1]]),
         "cont_unit": ("values", [[1, 0]]),
