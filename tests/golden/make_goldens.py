@@ -63,6 +63,7 @@ INPUTS = {
     "embed": {"idx": ("integers", 0, 7)},
     "filter": {"selector": ("values", [[1], [0], [1], [1]])},
     "mvn": {"data": ("normal", 3.0, 2.0)},
+    "mobile_activations": {"data": ("normal", 0.0, 5.0)},  # past the clips at +-6
     "recurrent": {
         "cont": ("values", [[0, 0], [1, 1], [1, 0], [1, 1]]),
         "cont_unit": ("values", [[1, 0]]),
