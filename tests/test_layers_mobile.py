@@ -140,14 +140,18 @@ YOLO = [
 CASES = ACTIVATIONS + SHUFFLE + DEPTHWISE + AXPY + YOLO
 
 
-def _prototxt(inputs: dict, layer: str) -> str:
+def _input_layers(inputs: dict) -> str:
     lines = ['name: "t"']
     for name, shape in inputs.items():
         dims = " ".join(f"dim: {d}" for d in shape)
         lines.append(f'layer {{ name: "{name}" type: "Input" top: "{name}" '
                      f'input_param {{ shape {{ {dims} }} }} }}')
-    lines.append(f'layer {{ name: "l" top: "out" {layer} }}')
     return "\n".join(lines) + "\n"
+
+
+def _prototxt(inputs: dict, layer: str) -> str:
+    """Input layers, then the layer 'l' (top 'out') under test."""
+    return _input_layers(inputs) + f'layer {{ name: "l" top: "out" {layer} }}\n'
 
 
 def _data(shapes: dict, seed: int, scale: float) -> dict[str, np.ndarray]:
@@ -241,3 +245,164 @@ def test_matches_opencv(case: Case, tmp_path: Path) -> None:
     expected = opencv_layers(prototxt, caffemodel, inputs, ["l"])["l"]
     assert_close(_run(net, inputs), expected.reshape(net.caffe.graph.blob("out").shape),
                  rel=1e-5, what=case.id)
+
+
+# --- a whole net, bad parameters, write-back and export ----------------------------------------
+
+NET = Path(__file__).resolve().parent / "data" / "mobile_shuffle_net.prototxt"
+# blob -> the OpenCV layer whose top is that blob's final (after in-place layers) value
+NET_BLOBS = {"conv1": "conv1/relu", "b1/dw": "b1/dw/relu", "b1/pw": "b1/pw",
+             "b1/shuffle": "b1/shuffle", "b1/hs": "b1/hs", "b1/reorg": "b1/reorg",
+             "b2/dw": "b2/relu", "b2/pw": "b2/pw", "b2/gate": "b2/gate", "b2/mul": "b2/mul",
+             "fc": "fc", "prob": "prob"}
+
+
+@pytest.fixture(scope="module")
+def mobile_net(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mobile")
+    weights = folder / "net.caffemodel"
+    caffe2torch.write_random_caffemodel(NET, weights, seed=7)
+    net = caffe2torch.build(NET, weights=weights)
+    x = _data({"data": (2, 3, 20, 28)}, 7, 1.0)
+    return folder, weights, net, x
+
+
+def test_mobile_net_matches_opencv_end_to_end(mobile_net) -> None:
+    """ReLU6, ConvolutionDepthwise, ShuffleChannel, HardSwish, Reorg and HardSigmoid in one net,
+    every layer's top against OpenCV's importer."""
+    _, weights, net, x = mobile_net
+    with torch.no_grad():
+        ours = net(data=torch.from_numpy(x["data"]), outputs=list(NET_BLOBS))
+    theirs = opencv_layers(NET, weights, x, list(NET_BLOBS.values()))
+    for blob, layer in NET_BLOBS.items():
+        assert_close(ours[blob].numpy(), theirs[layer].reshape(ours[blob].shape), rel=1e-4,
+                     what=blob)
+
+
+def test_mobile_net_writes_back_its_caffemodel(mobile_net) -> None:
+    folder, _, net, _ = mobile_net
+    again = folder / "again.caffemodel"
+    caffe2torch.save_caffemodel(net, again)
+    rebuilt = caffe2torch.build(NET, weights=again)
+    for key, value in net.state_dict().items():
+        assert torch.equal(rebuilt.state_dict()[key], value), key
+    dw = caffe2torch.read_caffemodel(again)["b1/dw"]
+    assert dw.type == "ConvolutionDepthwise"
+    assert [b.shape for b in dw.blobs] == [(12, 1, 3, 3)]  # the fork's (C, 1, kh, kw), no bias
+
+
+def test_every_new_layer_exports_to_standalone_python(tmp_path: Path) -> None:
+    """One net with every mobile / YOLO type, exported as a .py that rebuilds it without
+    caffe2torch; outputs equal."""
+    layers = "\n".join(f'layer {{ name: "{name}" top: "{name}" {text} }}' for name, text in [
+        ("r6", 'type: "ReLU6" bottom: "data" relu6_param { negative_slope: 0.1 threshold: 3 }'),
+        ("hs", 'type: "HardSwish" bottom: "data"'), ("hs2", 'type: "HSwish" bottom: "data"'),
+        ("hg", 'type: "HardSigmoid" bottom: "data" hardsigmoid_param { alpha: 0.3 }'),
+        ("hg2", 'type: "HSigmoid" bottom: "data"'),
+        ("sc", 'type: "ShuffleChannel" bottom: "data" shuffle_channel_param { group: 3 }'),
+        ("dw", _conv("ConvolutionDepthwise", "num_output: 12 kernel_size: 3 stride: 2 pad: 1")),
+        ("dw2", _conv("DepthwiseConvolution", "num_output: 12 group: 12 kernel_size: 3")),
+        ("ax", 'type: "Axpy" bottom: "a" bottom: "data" bottom: "hs"'),
+        ("ro", 'type: "Reorg" bottom: "data" reorg_param { stride: 2 }'),
+        ("ro2", 'type: "Reorg" bottom: "data" reorg_param { stride: 2 reverse: true }'),
+        ("rg", ('type: "Region" bottom: "data" '
+                'region_param { classes: 1 boxes_of_each_grid: 2 softmax: true }')),
+    ])
+    prototxt = tmp_path / "every.prototxt"
+    prototxt.write_text(_input_layers({"data": DATA, "a": (2, 12, 1, 1)}) + layers + "\n")
+    weights = tmp_path / "every.caffemodel"
+    caffe2torch.write_random_caffemodel(prototxt, weights, seed=2)
+    net = caffe2torch.build(prototxt, weights=weights)
+    inputs = {k: torch.from_numpy(v) for k, v in _data({"data": DATA, "a": (2, 12, 1, 1)},
+                                                         2, 4.0).items()}
+    with torch.no_grad():
+        expected = net(**inputs)
+    path = export_python(net, tmp_path / "every_net.py")
+    assert "caffe2torch" not in [line.split()[1] for line in path.read_text().splitlines()
+                                 if line.startswith(("import ", "from "))]
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("every_net", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with torch.no_grad():
+        got = module.load()(**inputs)
+    for a, b in zip(got, expected, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_eric612_relu6_param_parses(tmp_path: Path) -> None:
+    """eric612/MobileNet-YOLO's relu6_param is a ReLUParameter (negative_slope, engine)."""
+    path = tmp_path / "n.prototxt"
+    path.write_text(_prototxt({"data": DATA},
+                              'type: "ReLU6" bottom: "data" relu6_param { engine: CUDNN }'))
+    p = read_prototxt(path).layer[-1].relu6_param
+    assert p.threshold == 6 and p.negative_slope == 0 and p.engine == p.engine.__class__(2)
+
+
+BAD = [
+    ("shuffle group does not divide", {"data": DATA},
+     'type: "ShuffleChannel" bottom: "data" shuffle_channel_param { group: 5 }', "group 5"),
+    ("shuffle group 0", {"data": DATA},
+     'type: "ShuffleChannel" bottom: "data" shuffle_channel_param { group: 0 }', "group 0"),
+    ("reorg without stride", {"data": DATA}, 'type: "Reorg" bottom: "data"', "no stride"),
+    ("reorg odd width", {"data": (2, 12, 6, 5)},
+     'type: "Reorg" bottom: "data" reorg_param { stride: 2 }', "multiples"),
+    ("reorg channels", {"data": (2, 6, 6, 4)},
+     'type: "Reorg" bottom: "data" reorg_param { stride: 2 reverse: true }', "multiples"),
+    ("reorg 3-D", {"data": (2, 12, 6)},
+     'type: "Reorg" bottom: "data" reorg_param { stride: 2 }', "4-D"),
+    ("region channels", {"data": DATA},
+     'type: "Region" bottom: "data" region_param { classes: 3 }', "boxes_of_each_grid"),
+    ("axpy scale shape", {"a": (2, 11, 1, 1), "data": DATA, "y": DATA},
+     'type: "Axpy" bottom: "a" bottom: "data" bottom: "y"', "scale a"),
+    ("axpy scale spatial", {"a": (2, 12, 2, 1), "data": DATA, "y": DATA},
+     'type: "Axpy" bottom: "a" bottom: "data" bottom: "y"', "scale a"),
+    ("axpy y shape", {"a": (2, 12, 1, 1), "data": DATA, "y": (2, 12, 6, 3)},
+     'type: "Axpy" bottom: "a" bottom: "data" bottom: "y"', r"y \(bottom 2\)"),
+    ("axpy two bottoms", {"a": (2, 12, 1, 1), "data": DATA},
+     'type: "Axpy" bottom: "a" bottom: "data"', "expected 3"),
+    ("conv-dw 3-D", {"data": (2, 12, 6)},
+     _conv("ConvolutionDepthwise", "num_output: 12 kernel_size: 3 stride: 1 pad: 0"), "4-D"),
+    ("depthwise group", {"data": DATA},
+     _conv("DepthwiseConvolution", "num_output: 12 group: 5 kernel_size: 3"), "group 5"),
+]
+
+
+@pytest.mark.parametrize(("inputs", "layer", "match"), [b[1:] for b in BAD],
+                         ids=[b[0] for b in BAD])
+def test_bad_parameters_raise_shape_errors_naming_the_layer(inputs, layer, match,
+                                                            tmp_path: Path) -> None:
+    path = tmp_path / "n.prototxt"
+    path.write_text(_prototxt(inputs, layer))
+    with pytest.raises(ShapeError, match=match) as error:
+        caffe2torch.load_graph(path)
+    assert "layer 'l'" in str(error.value)
+
+
+@pytest.mark.parametrize("conv", ["num_output: 12 kernel_size: 3 pad: 1",
+                                  "num_output: 12 kernel_size: 3 stride: 1",
+                                  "num_output: 12 stride: 1 pad: 0"])
+def test_conv_dw_without_stride_or_pad_is_unsupported(conv: str, tmp_path: Path) -> None:
+    """PR #5665 reads stride(0) and pad(0) even when the list is empty (undefined in Caffe)."""
+    path = tmp_path / "n.prototxt"
+    path.write_text(_prototxt({"data": DATA}, _conv("ConvolutionDepthwise", conv)))
+    with pytest.raises(Caffe2TorchError, match=r"layer 'l' \(ConvolutionDepthwise\): "
+                                                r"convolution_param has no (stride|pad|kernel)"):
+        caffe2torch.build(path)
+
+
+@pytest.mark.parametrize("kind", ["Reorg", "Region"])
+def test_reorg_and_region_refuse_in_place(kind: str, tmp_path: Path) -> None:
+    path = tmp_path / "n.prototxt"
+    path.write_text(_input_layers({"data": (2, 12, 4, 2)}) + f'layer {{ name: "l" type: "{kind}" bottom: "data" top: "data" '
+                    'reorg_param { stride: 2 } region_param { classes: 1 boxes_of_each_grid: 2 } }\n')
+    with pytest.raises(ShapeError, match="in place"):
+        caffe2torch.load_graph(path)
+
+
+def test_region_coords_below_four_is_unsupported(tmp_path: Path) -> None:
+    path = tmp_path / "n.prototxt"
+    path.write_text(_prototxt({"data": (2, 12, 3, 4)}, 'type: "Region" bottom: "data" '
+                              'region_param { classes: 3 coords: 2 boxes_of_each_grid: 2 }'))
+    with pytest.raises(Caffe2TorchError, match="coords 2"):
+        caffe2torch.build(path)

@@ -52,9 +52,10 @@ class ReorgConverter(Converter):
             raise shape_error(layer, f"stride {s}; expected a positive number")
         if c % (s * s) or (not p.reverse and (h % s or w % s)):
             need = "C" if p.reverse else "C, and H and W"
+            of = "stride²" if p.reverse else "stride² (C) and stride (H, W)"
             raise shape_error(layer, f"input {(n, c, h, w)} with stride {s}: {need} must be "
-                                     f"multiples of {'stride²' if p.reverse else 'stride² and stride'}"
-                                     " (the fork's loops leave the blob otherwise)")
+                                     f"multiples of {of} (the fork's loops leave the blob "
+                                     "otherwise)")
         if p.reverse:
             return [(n, c // (s * s), h * s, w * s)]
         return [(n, c * s * s, h // s, w // s)]
@@ -77,9 +78,9 @@ class RegionConverter(Converter):
     def unsupported(self, layer: LayerNode) -> list[str]:
         coords = layer.param.region_param.coords
         if coords < 4:
-            return [f"region_param coords {coords}: the fork always takes value 4 as "
-                    "objectness and values from 5 as classes, which spill into the next box "
-                    "when coords < 4"]
+            why = ("the fork always takes value 4 as objectness and values from 5 as classes, "
+                   "which spill into the next box when coords < 4")
+            return [f"region_param coords {coords}: {why}"]
         return []
 
     def output_shapes(self, layer: LayerNode, inputs: Sequence[Shape]) -> list[Shape]:
