@@ -291,9 +291,9 @@ def test_mobile_net_writes_back_its_caffemodel(mobile_net) -> None:
     assert [b.shape for b in dw.blobs] == [(12, 1, 3, 3)]  # the fork's (C, 1, kh, kw), no bias
 
 
-def test_every_new_layer_exports_to_standalone_python(tmp_path: Path) -> None:
+def test_every_new_layer_exports_to_python_and_caffemodel(tmp_path: Path) -> None:
     """One net with every mobile / YOLO type, exported as a .py that rebuilds it without
-    caffe2torch; outputs equal."""
+    caffe2torch and as a caffemodel that rebuilds it; outputs equal."""
     layers = "\n".join(f'layer {{ name: "{name}" top: "{name}" {text} }}' for name, text in [
         ("r6", 'type: "ReLU6" bottom: "data" relu6_param { negative_slope: 0.1 threshold: 3 }'),
         ("hs", 'type: "HardSwish" bottom: "data"'), ("hs2", 'type: "HSwish" bottom: "data"'),
@@ -328,6 +328,11 @@ def test_every_new_layer_exports_to_standalone_python(tmp_path: Path) -> None:
         got = module.load()(**inputs)
     for a, b in zip(got, expected, strict=True):
         assert torch.equal(a, b)
+    caffe2torch.save_caffemodel(net, tmp_path / "again.caffemodel")
+    rebuilt = caffe2torch.build(prototxt, weights=tmp_path / "again.caffemodel")
+    with torch.no_grad():
+        for a, b in zip(rebuilt(**inputs), expected, strict=True):
+            assert torch.equal(a, b)
 
 
 def test_eric612_relu6_param_parses(tmp_path: Path) -> None:
