@@ -65,6 +65,7 @@ INPUTS = {
     "mvn": {"data": ("normal", 3.0, 2.0)},
     "ssd_detection": {"conf": ("uniform", 0.0, 1.0), "loc": ("normal", 0.0, 1.0),
                       "loc_all": ("normal", 0.0, 1.0)},
+    "mobile_activations": {"data": ("normal", 0.0, 5.0)},  # past the clips at +-6
     "recurrent": {
         "cont": ("values", [[0, 0], [1, 1], [1, 0], [1, 1]]),
         "cont_unit": ("values", [[1, 0]]),
