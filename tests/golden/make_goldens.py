@@ -63,6 +63,13 @@ INPUTS = {
     "embed": {"idx": ("integers", 0, 7)},
     "filter": {"selector": ("values", [[1], [0], [1], [1]])},
     "mvn": {"data": ("normal", 3.0, 2.0)},
+    "rcnn_proposal": {
+        "rpn_cls_prob": ("uniform", 0.0, 1.0),
+        "rpn_bbox_pred": ("normal", 0.0, 0.3),
+        "im_info": ("values", [[80.0, 112.0, 1.5]]),
+        "cls_cut": ("uniform", 0.0, 1.0),
+        "bbox_cut": ("normal", 0.0, 0.3),
+    },
     "recurrent": {
         "cont": ("values", [[0, 0], [1, 1], [1, 0], [1, 1]]),
         "cont_unit": ("values", [[1, 0]]),
