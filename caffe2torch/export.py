@@ -316,6 +316,29 @@ def _dynamic_inputs(net: CaffeNet) -> list[bool]:
     return [bool(s) and bool(shapes[0]) and s[0] == shapes[0][0] for s in shapes]
 
 
+def check_traceable(net: CaffeNet, what: str) -> None:
+    """Refuse, in one error, a traced export (ONNX, TorchScript, .pt2) of a net holding layers
+    whose converter sets ``exportable = False`` (its ``export_limit`` says why: the proposal
+    layers' data-dependent NMS), naming each layer and how to export the rest of the net."""
+    from caffe2torch.layers.registry import get_converter
+
+    graph = net.caffe.graph
+    blocked = [(node, get_converter(node.type)) for node in graph.layers
+               if node.role == "compute" and not getattr(get_converter(node.type), "exportable",
+                                                         True)]
+    if not blocked:
+        return
+    lines = "\n".join(
+        f"  - layer '{node.name}' ({node.type}): {getattr(conv, 'export_limit', 'not traceable')}"
+        f"; its bottoms are {', '.join(graph.blobs[b].name for b in node.bottoms)}"
+        for node, conv in blocked)
+    raise Caffe2TorchError(
+        f"net '{graph.name}': {what} export is not possible for {len(blocked)} layer(s):\n"
+        f"{lines}\nexport the net up to those layers' bottoms instead (a prototxt that ends "
+        f"there, whose outputs are the bottoms) and run the rest with caffe2torch "
+        f"(.pt / .safetensors / .py / .caffemodel exports hold the whole net)")
+
+
 def export_onnx(net: CaffeNet, path: PathLike, *, opset: int = 17,
                 dynamic_batch: bool = True) -> Path:
     """ONNX by torch.onnx's TorchScript-based exporter (offline, no onnxscript needed), run on
@@ -324,6 +347,7 @@ def export_onnx(net: CaffeNet, path: PathLike, *, opset: int = 17,
     the batch axis is dynamic when the net allows it (see :func:`export_program`)."""
     path = Path(path)
     info = net.caffe
+    check_traceable(net, "ONNX")
     program, dynamic = _exported_program(net, dynamic_batch)
     dynamic_axes = None
     if dynamic:
@@ -390,6 +414,7 @@ def export_torchscript(net: CaffeNet, path: PathLike) -> Path:
     the modules compute from ``x.shape`` (as they do); recurrent layers (LSTM, RNN) are unrolled
     over the declared sequence length."""
     path = Path(path)
+    check_traceable(net, "TorchScript")
     with _eval_mode(net), _quiet_tracing(), torch.no_grad():
         traced = torch.jit.trace(plain_module(net), example_inputs(net))
     torch.jit.save(traced, str(path))
@@ -402,6 +427,7 @@ def export_program(net: CaffeNet, path: PathLike, *, dynamic_batch: bool = True)
     it to a constant (a Reshape with an explicit batch size...): then the program keeps the
     declared input shapes, and a warning on the ``caffe2torch`` logger says why."""
     path = Path(path)
+    check_traceable(net, ".pt2")
     torch.export.save(_exported_program(net, dynamic_batch)[0], str(path))
     return path
 

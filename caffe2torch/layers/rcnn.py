@@ -19,17 +19,12 @@ from __future__ import annotations
 import ast
 from collections.abc import Sequence
 
+import numpy as np
+
 from caffe2torch.ir.graph import LayerNode
 from caffe2torch.layers._common import count, expect_bottoms
 from caffe2torch.layers.registry import Converter, register_converter, shape_error
-from caffe2torch.modules.rcnn import (
-    Proposal,
-    PSROIPooling,
-    PyFasterRCNNProposal,
-    ROIPooling,
-    caffe_anchors,
-    py_faster_rcnn_anchors,
-)
+from caffe2torch.modules.rcnn import Proposal, PSROIPooling, PyFasterRCNNProposal, ROIPooling
 
 Shape = tuple[int, ...]
 
@@ -50,6 +45,40 @@ def _feature_map(layer: LayerNode, shape: Shape) -> None:
     if len(shape) != 4:
         raise shape_error(layer, f"the features (bottom 0) have shape {tuple(shape)}; "
                                  "expected 4 axes (N, C, H, W)")
+
+
+def caffe_anchors(base_size: int, ratios, scales) -> np.ndarray:
+    """inisis/caffe proposal_layer.cpp's anchors (A, 4), ratio-major: a box of area base_size^2
+    of each ratio h/w, scaled to ``ROUND(w * scale / base_size - 1) + 1`` wide."""
+    base_area = np.float32(base_size * base_size)
+    center = np.float32(0.5) * np.float32(base_size - 1)
+    anchors = []
+    for ratio in np.asarray(ratios, dtype=np.float32):
+        ratio_w = np.float32(np.sqrt(np.float32(base_area / ratio)))
+        ratio_h = np.float32(ratio_w * ratio)
+        for scale in np.asarray(scales, dtype=np.float32):
+            half_w = 0.5 * int(float(np.float32(ratio_w * scale)) / base_size - 1 + 0.5)
+            half_h = 0.5 * int(float(np.float32(ratio_h * scale)) / base_size - 1 + 0.5)
+            anchors.append([center - half_w, center - half_h, center + half_w, center + half_h])
+    return np.asarray(anchors, dtype=np.float32).reshape(-1, 4)
+
+
+def py_faster_rcnn_anchors(base_size: int = 16, ratios=(0.5, 1, 2), scales=(8, 16, 32)
+                           ) -> np.ndarray:
+    """py-faster-rcnn's generate_anchors (float64): widths ``round(sqrt(size / ratio))``
+    (numpy rounds halves to even), heights ``round(w * ratio)``, each times every scale."""
+    size = float(base_size * base_size)
+    ctr = 0.5 * (base_size - 1)
+    anchors = []
+    for ratio in ratios:
+        w = np.round(np.sqrt(size / ratio))
+        h = np.round(w * ratio)
+        for scale in scales:
+            ws, hs = w * scale, h * scale
+            anchors.append([ctr - 0.5 * (ws - 1), ctr - 0.5 * (hs - 1),
+                            ctr + 0.5 * (ws - 1), ctr + 0.5 * (hs - 1)])
+    return np.asarray(anchors, dtype=np.float64).reshape(-1, 4)
+
 
 
 @register_converter
@@ -207,8 +236,8 @@ class PythonConverter(Converter):
     def unsupported(self, layer: LayerNode) -> list[str]:
         p = layer.param.python_param
         if (p.module, p.layer) != PROPOSAL_LAYER:
-            return [f"python_param module '{p.module}' layer '{p.layer}': no converter for this "
-                    f"Python layer (only {'.'.join(PROPOSAL_LAYER)})"]
+            return [(f"python_param module '{p.module}' layer '{p.layer}': no converter for this "
+                    f"Python layer (only {'.'.join(PROPOSAL_LAYER)})")]
         try:
             params = parse_param_str(p.param_str)
         except (ValueError, SyntaxError) as exc:

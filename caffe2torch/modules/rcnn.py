@@ -7,18 +7,12 @@ Caffe's data-dependent work (its quicksort, greedy NMS, a run-time number of row
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
 from caffe2torch.errors import ShapeError
-
-FLT_MAX = float(np.finfo(np.float32).max)
-
-
-def _tracing() -> bool:
-    """True while torch traces or compiles the module (no data-dependent Python checks then)."""
-    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+from caffe2torch.modules.batch import _tracing
+from caffe2torch.modules.pooling import FLT_MAX
 
 
 def round_half_away(x: torch.Tensor) -> torch.Tensor:
@@ -114,7 +108,7 @@ def _levels(size: int, lengths: torch.Tensor, empty: torch.Tensor) -> int:
     """How many power-of-two levels the table needs along an axis: enough for every bin of
     this call when run eagerly, for any bin of an axis of ``size`` while tracing."""
     if _tracing() or lengths.numel() == 0:
-        return size.bit_length() if size > 0 else 1
+        return max(int(size), 1).bit_length()
     longest = int(torch.where(empty, torch.ones_like(lengths), lengths).max())
     return max(longest, 1).bit_length()
 
@@ -189,75 +183,46 @@ class PSROIPooling(nn.Module):
         return out.to(x.dtype)
 
 
-def caffe_anchors(base_size: int, ratios, scales) -> np.ndarray:
-    """inisis/caffe proposal_layer.cpp's anchors (A, 4), ratio-major: a box of area base_size^2
-    of each ratio h/w, scaled to ``ROUND(w * scale / base_size - 1) + 1`` wide."""
-    base_area = np.float32(base_size * base_size)
-    center = np.float32(0.5) * np.float32(base_size - 1)
-    anchors = []
-    for ratio in np.asarray(ratios, dtype=np.float32):
-        ratio_w = np.float32(np.sqrt(np.float32(base_area / ratio)))
-        ratio_h = np.float32(ratio_w * ratio)
-        for scale in np.asarray(scales, dtype=np.float32):
-            half_w = 0.5 * int(float(np.float32(ratio_w * scale)) / base_size - 1 + 0.5)
-            half_h = 0.5 * int(float(np.float32(ratio_h * scale)) / base_size - 1 + 0.5)
-            anchors.append([center - half_w, center - half_h, center + half_w, center + half_h])
-    return np.asarray(anchors, dtype=np.float32).reshape(-1, 4)
-
-
-def py_faster_rcnn_anchors(base_size: int = 16, ratios=(0.5, 1, 2), scales=(8, 16, 32)
-                           ) -> np.ndarray:
-    """py-faster-rcnn's generate_anchors (float64): widths ``round(sqrt(size / ratio))``
-    (numpy rounds halves to even), heights ``round(w * ratio)``, each times every scale."""
-    size = float(base_size * base_size)
-    ctr = 0.5 * (base_size - 1)
-    anchors = []
-    for ratio in ratios:
-        w = np.round(np.sqrt(size / ratio))
-        h = np.round(w * ratio)
-        for scale in scales:
-            ws, hs = w * scale, h * scale
-            anchors.append([ctr - 0.5 * (ws - 1), ctr - 0.5 * (hs - 1),
-                            ctr + 0.5 * (ws - 1), ctr + 0.5 * (hs - 1)])
-    return np.asarray(anchors, dtype=np.float64).reshape(-1, 4)
-
-
-def _shifted_anchors(anchors: np.ndarray, height: int, width: int, stride: int) -> np.ndarray:
-    """Anchors at every cell, (H * W * A, 4) in (h, w, a) order, in the anchors' dtype."""
-    ys, xs = np.meshgrid(np.arange(height) * stride, np.arange(width) * stride, indexing="ij")
-    shifts = np.stack([xs, ys, xs, ys], -1).reshape(-1, 1, 4).astype(anchors.dtype)
+def _shifted_anchors(anchors: torch.Tensor, height: int, width: int, stride: int
+                     ) -> torch.Tensor:
+    """Anchors at every cell, (H * W * A, 4) in (h, w, a) order (float32: the anchors are
+    multiples of 1/2, the shifts integers, every sum exact)."""
+    ys, xs = torch.meshgrid(torch.arange(height) * stride, torch.arange(width) * stride,
+                            indexing="ij")
+    shifts = torch.stack([xs, ys, xs, ys], -1).reshape(-1, 1, 4).to(torch.float32)
     return (shifts + anchors[None]).reshape(-1, 4)
 
 
-def _cell_major(blob: np.ndarray, per_anchor: int) -> np.ndarray:
+def _cell_major(blob: torch.Tensor, per_anchor: int) -> torch.Tensor:
     """(A * per_anchor, H, W) -> (H * W * A, per_anchor), rows in (h, w, a) order."""
-    return blob.transpose(1, 2, 0).reshape(-1, per_anchor)
+    return blob.permute(1, 2, 0).reshape(-1, per_anchor)
 
 
-def _apply_deltas(boxes: np.ndarray, deltas: np.ndarray) -> np.ndarray:
+def _apply_deltas(boxes: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
     """Both forks' box transform, in float32: centre += d * size, size *= exp(d)."""
-    f = np.float32
-    w = boxes[:, 2] - boxes[:, 0] + f(1)
-    h = boxes[:, 3] - boxes[:, 1] + f(1)
-    cx, cy = boxes[:, 0] + f(0.5) * w, boxes[:, 1] + f(0.5) * h
+    w = boxes[:, 2] - boxes[:, 0] + 1
+    h = boxes[:, 3] - boxes[:, 1] + 1
+    cx, cy = boxes[:, 0] + 0.5 * w, boxes[:, 1] + 0.5 * h
     pcx, pcy = deltas[:, 0] * w + cx, deltas[:, 1] * h + cy
-    pw, ph = np.exp(deltas[:, 2]) * w, np.exp(deltas[:, 3]) * h
-    return np.stack([pcx - f(0.5) * pw, pcy - f(0.5) * ph, pcx + f(0.5) * pw,
-                     pcy + f(0.5) * ph], 1)
+    pw, ph = torch.exp(deltas[:, 2]) * w, torch.exp(deltas[:, 3]) * h
+    return torch.stack([pcx - 0.5 * pw, pcy - 0.5 * ph, pcx + 0.5 * pw, pcy + 0.5 * ph], 1)
 
 
-def _clip(boxes: np.ndarray, img_h: np.float32, img_w: np.float32) -> np.ndarray:
-    f = np.float32
-    limit = np.array([img_w - f(1), img_h - f(1)] * 2, dtype=np.float32)
-    return np.maximum(np.minimum(boxes, limit), f(0))
+def _clip(boxes: torch.Tensor, img_h: torch.Tensor, img_w: torch.Tensor) -> torch.Tensor:
+    limit = torch.stack([img_w - 1, img_h - 1] * 2)
+    return torch.clamp(torch.minimum(boxes, limit), min=0)
 
 
-def caffe_sort_order(scores: np.ndarray, num_top: int) -> np.ndarray:
+def _wide_enough(boxes: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
+    return (boxes[:, 2] - boxes[:, 0] + 1 >= size) & (boxes[:, 3] - boxes[:, 1] + 1 >= size)
+
+
+def caffe_sort_order(scores: torch.Tensor, num_top: int) -> torch.Tensor:
     """The order inisis/caffe's ``sort_box`` leaves the boxes in: its partial quicksort
     (first element as pivot, descending, the part right of a pivot sorted only while it starts
     before ``num_top``), run as Caffe runs it, so that tied scores end up where Caffe puts
     them. A range whose scores are all equal is left as is (Caffe's passes change nothing)."""
-    s = [float(v) for v in scores]
+    s = [float(v) for v in scores.tolist()]
     order = list(range(len(s)))
     stack = [(0, len(s) - 1)] if s else []
     while stack:
@@ -282,101 +247,104 @@ def caffe_sort_order(scores: np.ndarray, num_top: int) -> np.ndarray:
             stack.append((start, right - 1))
         if right + 1 < num_top and right + 1 < end:
             stack.append((right + 1, end))
-    return np.asarray(order, dtype=np.int64)
+    return torch.tensor(order, dtype=torch.int64)
 
 
-def greedy_nms(boxes: np.ndarray, threshold: float, max_out: int, disjoint_is_zero: bool
-               ) -> list[int]:
-    """Greedy NMS over boxes in order (float32, the +1 pixel convention): a box survives
+def greedy_nms(boxes: torch.Tensor, threshold: float, max_out: int, disjoint_is_zero: bool
+               ) -> torch.Tensor:
+    """Greedy NMS over boxes (float32) in order, the +1 pixel convention: a box survives
     unless its IoU with a kept box before it exceeds ``threshold``; stops after ``max_out``
-    (0: no limit). ``disjoint_is_zero``: inisis/caffe's iou returns 0 for boxes apart by any
-    gap (GPU py-faster-rcnn counts gaps under a pixel as overlap)."""
-    f = np.float32
-    x1, y1, x2, y2 = (boxes[:, i].astype(np.float32) for i in range(4))
-    areas = (x2 - x1 + f(1)) * (y2 - y1 + f(1))
-    dead = np.zeros(len(boxes), dtype=bool)
+    (0: no limit). ``disjoint_is_zero``: inisis/caffe's iou is 0 for boxes apart by any gap
+    (py-faster-rcnn's gpu_nms counts a gap under one pixel as overlap). Returns the kept
+    positions."""
+    x1, y1, x2, y2 = boxes.unbind(1)
+    areas = (x2 - x1 + 1) * (y2 - y1 + 1)
+    thresh = torch.tensor(threshold, dtype=torch.float32)
+    dead = torch.zeros(len(boxes), dtype=torch.bool)
     keep: list[int] = []
-    thresh = f(threshold)
     for i in range(len(boxes)):
         if dead[i]:
             continue
         keep.append(i)
         if len(keep) == max_out:
             break
-        j = slice(i + 1, None)
-        w = np.maximum(f(0), np.minimum(x2[i], x2[j]) - np.maximum(x1[i], x1[j]) + f(1))
-        h = np.maximum(f(0), np.minimum(y2[i], y2[j]) - np.maximum(y1[i], y1[j]) + f(1))
+        w = torch.clamp(torch.minimum(x2[i], x2[i + 1:]) - torch.maximum(x1[i], x1[i + 1:]) + 1,
+                        min=0)
+        h = torch.clamp(torch.minimum(y2[i], y2[i + 1:]) - torch.maximum(y1[i], y1[i + 1:]) + 1,
+                        min=0)
         inter = w * h
-        iou = inter / (areas[i] + areas[j] - inter)
+        iou = inter / (areas[i] + areas[i + 1:] - inter)
         if disjoint_is_zero:
-            apart = (x1[i] > x2[j]) | (y1[i] > y2[j]) | (x2[i] < x1[j]) | (y2[i] < y1[j])
-            iou = np.where(apart, f(0), iou)
-        dead[j] |= iou > thresh
-    return keep
+            apart = (x1[i] > x2[i + 1:]) | (y1[i] > y2[i + 1:]) | (x2[i] < x1[i + 1:]) | \
+                (y2[i] < y1[i + 1:])
+            iou = torch.where(apart, torch.zeros_like(iou), iou)
+        dead[i + 1:] |= iou > thresh
+    return torch.tensor(keep, dtype=torch.int64)
 
 
-class Proposal(nn.Module):
-    """inisis/caffe's C++ Proposal (src/caffe/layers/proposal_layer.cpp):
-    forward(scores (N, 2A, H, W), deltas (N, 4A, H, W), im_info) -> rois (R, 5)
-    [, scores (R,)], at most ``post_nms_topn`` rows per image.
-
-    Per image: anchors (``caffe_anchors``) shifted by ``feat_stride`` per cell, moved by the
-    deltas, clipped to ``im_info[0]`` x ``im_info[1]`` (the first image's, for every image, as
-    Caffe reads it; the scale ``im_info[2]`` is unused); a box narrower or lower than
-    ``min_size`` keeps its place with score 0. Caffe's partial quicksort orders the scores
-    (channels A..2A-1), the first ``pre_nms_topn`` go through greedy NMS (IoU > nms_thresh
-    suppresses), and the survivors' rows are ``(n, x1, y1, x2, y2)``.
-    """
-
-    def __init__(self, feat_stride: int, anchors: np.ndarray, min_size: float, pre_nms_topn: int,
-                 post_nms_topn: int, nms_thresh: float, scores_top: bool) -> None:
+class _ProposalBase(nn.Module):
+    def __init__(self, feat_stride: int, anchors, min_size: float,
+                 pre_nms_topn: int, post_nms_topn: int, nms_thresh: float,
+                 scores_top: bool) -> None:
         super().__init__()
         self.feat_stride, self.min_size = feat_stride, min_size
         self.pre_nms_topn, self.post_nms_topn = pre_nms_topn, post_nms_topn
         self.nms_thresh, self.scores_top = nms_thresh, scores_top
-        self.register_buffer("anchors", torch.from_numpy(np.asarray(anchors, np.float32)),
-                             persistent=False)
+        #: (A, 4) anchor boxes as Python numbers (a setting, not a parameter)
+        self.anchors = tuple(tuple(float(v) for v in row) for row in anchors)
 
     def extra_repr(self) -> str:
-        return (f"feat_stride={self.feat_stride}, anchors={self.anchors.shape[0]}, "
+        return (f"feat_stride={self.feat_stride}, anchors={len(self.anchors)}, "
                 f"pre_nms_topn={self.pre_nms_topn}, post_nms_topn={self.post_nms_topn}, "
                 f"nms_thresh={self.nms_thresh}, min_size={self.min_size}")
 
+    def _inputs(self, scores, deltas, im_info):
+        as_cpu = [t.detach().to("cpu", torch.float32) for t in (scores, deltas, im_info)]
+        anchors = torch.tensor(self.anchors, dtype=torch.float32).reshape(-1, 4)
+        return (*as_cpu[:2], as_cpu[2].reshape(-1), anchors)
+
+    def _outputs(self, rows, kept, like: torch.Tensor, score_shape):
+        rois = torch.cat(rows).reshape(-1, 5).to(like.device, like.dtype)
+        if not self.scores_top:
+            return rois
+        return rois, torch.cat(kept).reshape(*score_shape).to(like.device, like.dtype)
+
+
+class Proposal(_ProposalBase):
+    """inisis/caffe's C++ Proposal (src/caffe/layers/proposal_layer.cpp):
+    forward(scores (N, 2A, H, W), deltas (N, 4A, H, W), im_info) -> rois (R, 5)
+    [, scores (R,)], at most ``post_nms_topn`` rows per image.
+
+    Per image: the anchors shifted by ``feat_stride`` per cell, moved by the deltas, clipped
+    to ``im_info[0]`` x ``im_info[1]`` (the first image's, for every image, as Caffe reads it;
+    the scale ``im_info[2]`` is unused); a box narrower or lower than ``min_size`` keeps its
+    place with score 0. Caffe's partial quicksort orders the scores (channels A..2A-1), the
+    first ``pre_nms_topn`` go through greedy NMS (IoU > nms_thresh suppresses), and the
+    survivors' rows are ``(n, x1, y1, x2, y2)``.
+    """
+
     def forward(self, scores: torch.Tensor, deltas: torch.Tensor, im_info: torch.Tensor):
-        anchors = self.anchors.cpu().numpy()
+        prob, delta, info, anchors = self._inputs(scores, deltas, im_info)
         a = anchors.shape[0]
-        prob = scores.detach().cpu().to(torch.float32).numpy()
-        delta = deltas.detach().cpu().to(torch.float32).numpy()
-        info = im_info.detach().cpu().to(torch.float32).numpy().reshape(-1)
-        height, width = prob.shape[2:]
-        boxes = _shifted_anchors(anchors, height, width, self.feat_stride)
-        rows, kept_scores = [], []
+        boxes = _shifted_anchors(anchors, prob.shape[2], prob.shape[3], self.feat_stride)
+        min_size = torch.tensor(self.min_size, dtype=torch.float32)
+        rows, kept = [], []
         for n in range(prob.shape[0]):
             box = _clip(_apply_deltas(boxes, _cell_major(delta[n], 4)), info[0], info[1])
-            size = np.float32(self.min_size)
-            big = (box[:, 2] - box[:, 0] + 1 >= size) & (box[:, 3] - box[:, 1] + 1 >= size)
-            score = _cell_major(prob[n, a:], 1)[:, 0] * big.astype(np.float32)
+            score = _cell_major(prob[n, a:], 1)[:, 0] * _wide_enough(box, min_size).float()
             order = caffe_sort_order(score, self.pre_nms_topn)[:self.pre_nms_topn]
             keep = order[greedy_nms(box[order], self.nms_thresh, self.post_nms_topn, True)]
-            rows.append(np.concatenate([np.full((len(keep), 1), n, np.float32), box[keep]], 1))
-            kept_scores.append(score[keep])
-        return _outputs(rows, kept_scores, scores, self.scores_top, (-1,))
+            rows.append(torch.cat([torch.full((len(keep), 1), float(n)), box[keep]], 1))
+            kept.append(score[keep])
+        return self._outputs(rows, kept, scores, (-1,))
 
 
-def _outputs(rows, kept_scores, like: torch.Tensor, scores_top: bool, score_shape):
-    rois = torch.from_numpy(np.concatenate(rows).reshape(-1, 5)).to(like.device, like.dtype)
-    if not scores_top:
-        return rois
-    values = torch.from_numpy(np.concatenate(kept_scores).astype(np.float32))
-    return rois, values.reshape(*score_shape).to(like.device, like.dtype)
-
-
-class PyFasterRCNNProposal(nn.Module):
+class PyFasterRCNNProposal(_ProposalBase):
     """py-faster-rcnn's Python ProposalLayer (lib/rpn/proposal_layer.py) with its TEST-phase
     settings: forward(scores (1, 2A, H, W), deltas (1, 4A, H, W), im_info (1, 3)) -> rois (R, 5)
     [, scores (R, 1)].
 
-    Anchors from ``generate_anchors`` shifted by ``feat_stride``, moved by the deltas
+    The anchors (generate_anchors) shifted by ``feat_stride``, moved by the deltas
     (bbox_transform_inv, float32), clipped to ``im_info[:2]``; boxes under
     ``min_size * im_info[2]`` on a side are dropped; the rest sorted by score (ties: the later
     anchor first, as a stable argsort reversed), the first ``pre_nms_topn`` go through greedy
@@ -384,37 +352,18 @@ class PyFasterRCNNProposal(nn.Module):
     the first ``post_nms_topn`` survivors are kept. Batch index 0 (one image only).
     """
 
-    def __init__(self, feat_stride: int, anchors: np.ndarray, min_size: float, pre_nms_topn: int,
-                 post_nms_topn: int, nms_thresh: float, scores_top: bool) -> None:
-        super().__init__()
-        self.feat_stride, self.min_size = feat_stride, min_size
-        self.pre_nms_topn, self.post_nms_topn = pre_nms_topn, post_nms_topn
-        self.nms_thresh, self.scores_top = nms_thresh, scores_top
-        self.register_buffer("anchors", torch.from_numpy(np.asarray(anchors, np.float64)),
-                             persistent=False)
-
-    def extra_repr(self) -> str:
-        return (f"feat_stride={self.feat_stride}, anchors={self.anchors.shape[0]}, "
-                f"pre_nms_topn={self.pre_nms_topn}, post_nms_topn={self.post_nms_topn}, "
-                f"nms_thresh={self.nms_thresh}, min_size={self.min_size}")
-
     def forward(self, scores: torch.Tensor, deltas: torch.Tensor, im_info: torch.Tensor):
         if scores.shape[0] != 1:
             raise ShapeError(f"py-faster-rcnn's ProposalLayer: a batch of {scores.shape[0]}; "
                              "it supports only single item batches (batch 1)")
-        anchors = self.anchors.cpu().numpy()
+        prob, delta, info, anchors = self._inputs(scores, deltas, im_info)
         a = anchors.shape[0]
-        prob = scores.detach().cpu().to(torch.float32).numpy()[0]
-        delta = deltas.detach().cpu().to(torch.float32).numpy()[0]
-        info = im_info.detach().cpu().to(torch.float32).numpy().reshape(-1)
-        boxes = _shifted_anchors(anchors, *prob.shape[1:], self.feat_stride).astype(np.float32)
-        box = _clip(_apply_deltas(boxes, _cell_major(delta, 4)), info[0], info[1])
-        size = np.float32(self.min_size) * info[2]
-        big = (box[:, 2] - box[:, 0] + 1 >= size) & (box[:, 3] - box[:, 1] + 1 >= size)
-        box, score = box[big], _cell_major(prob[a:], 1)[big, 0]
-        order = np.argsort(-score[::-1], kind="stable")
+        boxes = _shifted_anchors(anchors, prob.shape[2], prob.shape[3], self.feat_stride)
+        box = _clip(_apply_deltas(boxes, _cell_major(delta[0], 4)), info[0], info[1])
+        big = _wide_enough(box, torch.tensor(self.min_size, dtype=torch.float32) * info[2])
+        box, score = box[big], _cell_major(prob[0, a:], 1)[big, 0]
+        order = torch.sort(-score.flip(0), stable=True).indices
         order = (len(score) - 1 - order)[:self.pre_nms_topn or None]
         keep = order[greedy_nms(box[order], self.nms_thresh, self.post_nms_topn, False)]
-        rows = [np.concatenate([np.zeros((len(keep), 1), np.float32), box[keep]], 1)]
-        return _outputs(rows, [score[keep]], scores, self.scores_top, (-1, 1))
-
+        rows = [torch.cat([torch.zeros(len(keep), 1), box[keep]], 1)]
+        return self._outputs(rows, [score[keep]], scores, (-1, 1))
