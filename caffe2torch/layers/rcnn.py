@@ -87,6 +87,7 @@ class ROIPoolingConverter(Converter):
 
     caffe_type = "ROIPooling"
     origin = "Fast R-CNN (rbgirshick/caffe-fast-rcnn)"
+    param_field = "roi_pooling_param"
 
     def output_shapes(self, layer: LayerNode, inputs: Sequence[Shape]) -> list[Shape]:
         expect_bottoms(layer, inputs, 2)
@@ -108,6 +109,7 @@ class PSROIPoolingConverter(Converter):
 
     caffe_type = "PSROIPooling"
     origin = "R-FCN (daijifeng001/caffe-rfcn)"
+    param_field = "psroi_pooling_param"
 
     def output_shapes(self, layer: LayerNode, inputs: Sequence[Shape]) -> list[Shape]:
         expect_bottoms(layer, inputs, 2)
