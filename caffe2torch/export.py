@@ -331,24 +331,26 @@ def _dynamic_inputs(net: CaffeNet) -> list[bool]:
     return [bool(s) and bool(shapes[0]) and s[0] == shapes[0][0] for s in shapes]
 
 
-def _refuse_untraceable(net: CaffeNet, what: str) -> None:
-    """One Caffe2TorchError naming every layer whose forward tracing cannot capture (NMS...),
-    and how to export the net up to those layers' bottoms instead."""
+def check_traceable(net: CaffeNet, what: str) -> None:
+    """Refuse, in one error, a traced export (ONNX, TorchScript, .pt2) of a net holding layers
+    whose converter is not ``traceable`` (its ``trace_limit`` says why: DetectionOutput's and
+    the proposal layers' data-dependent NMS), naming each layer and how to export the rest."""
     from caffe2torch.layers.registry import get_converter
 
     graph = net.caffe.graph
-    found = [node for node in graph.layers
-             if node.role != "input" and not get_converter(node.type).traceable]
-    if not found:
+    blocked = [(node, get_converter(node.type)) for node in graph.layers
+               if node.role == "compute" and not get_converter(node.type).traceable]
+    if not blocked:
         return
-    names = ", ".join(f"'{n.name}' ({n.type})" for n in found)
-    heads = sorted({graph.blobs[b].name for n in found for b in n.bottoms})
+    lines = "\n".join(
+        f"  - layer '{node.name}' ({node.type}): {conv.trace_limit or 'not traceable'}"
+        f"; its bottoms are {', '.join(graph.blobs[b].name for b in node.bottoms)}"
+        for node, conv in blocked)
     raise Caffe2TorchError(
-        f"net '{graph.name}' does not export to {what}: layer(s) {names} keep a data-dependent "
-        f"number of rows (NMS in Python), which tracing cannot capture. Export the net up to "
-        f"their inputs instead: remove those layers from the prototxt, so that its outputs are "
-        f"{', '.join(repr(h) for h in heads)}, and run the layer on them in PyTorch (the .py "
-        f"export and caffe2torch.build keep it)")
+        f"net '{graph.name}': {what} export is not possible for {len(blocked)} layer(s):\n"
+        f"{lines}\nexport the net up to those layers' bottoms instead (a prototxt that ends "
+        f"there, whose outputs are the bottoms) and run the rest with caffe2torch "
+        f"(.pt / .safetensors / .py / .caffemodel exports hold the whole net)")
 
 
 def export_onnx(net: CaffeNet, path: PathLike, *, opset: int = 17,
@@ -359,7 +361,7 @@ def export_onnx(net: CaffeNet, path: PathLike, *, opset: int = 17,
     the batch axis is dynamic when the net allows it (see :func:`export_program`)."""
     path = Path(path)
     info = net.caffe
-    _refuse_untraceable(net, "ONNX")
+    check_traceable(net, "ONNX")
     program, dynamic = _exported_program(net, dynamic_batch)
     dynamic_axes = None
     if dynamic:
@@ -426,7 +428,7 @@ def export_torchscript(net: CaffeNet, path: PathLike) -> Path:
     the modules compute from ``x.shape`` (as they do); recurrent layers (LSTM, RNN) are unrolled
     over the declared sequence length."""
     path = Path(path)
-    _refuse_untraceable(net, "TorchScript")
+    check_traceable(net, "TorchScript")
     with _eval_mode(net), _quiet_tracing(), torch.no_grad():
         traced = torch.jit.trace(plain_module(net), example_inputs(net))
     torch.jit.save(traced, str(path))
@@ -439,7 +441,7 @@ def export_program(net: CaffeNet, path: PathLike, *, dynamic_batch: bool = True)
     it to a constant (a Reshape with an explicit batch size...): then the program keeps the
     declared input shapes, and a warning on the ``caffe2torch`` logger says why."""
     path = Path(path)
-    _refuse_untraceable(net, ".pt2 (torch.export)")
+    check_traceable(net, ".pt2")
     torch.export.save(_exported_program(net, dynamic_batch)[0], str(path))
     return path
 

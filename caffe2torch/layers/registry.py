@@ -43,6 +43,8 @@ class Converter:
     #: False where the module's forward is data-dependent Python (NMS) that torch.jit.trace and
     #: torch.export cannot capture: ONNX / TorchScript / .pt2 exports refuse the net, naming it.
     traceable: ClassVar[bool] = True
+    #: Why a converter is not traceable (shown in the export's error).
+    trace_limit: ClassVar[str] = ""
     #: Where the layer type comes from: "" for BVLC Caffe, else the fork (and its repository),
     #: e.g. "SSD (weiliu89/caffe)"; shown in the support table.
     origin: ClassVar[str] = ""

@@ -153,6 +153,8 @@ class DetectionOutputConverter(Converter):
     origin = ORIGIN
     data_dependent = True
     traceable = False
+    trace_limit = ("its output row count depends on the scores (per-class greedy NMS in a "
+                   "Python loop), which ONNX / TorchScript / .pt2 cannot trace")
     limits = ("a static top size: inferred (1, 1, 1, 7), Caffe's set-up shape; the run-time "
               "rows follow the detections. No ONNX / TorchScript / .pt2 export (NMS)")
 

@@ -66,6 +66,13 @@ INPUTS = {
     "ssd_detection": {"conf": ("uniform", 0.0, 1.0), "loc": ("normal", 0.0, 1.0),
                       "loc_all": ("normal", 0.0, 1.0)},
     "mobile_activations": {"data": ("normal", 0.0, 5.0)},  # past the clips at +-6
+    "rcnn_proposal": {
+        "rpn_cls_prob": ("uniform", 0.0, 1.0),
+        "rpn_bbox_pred": ("normal", 0.0, 0.3),
+        "im_info": ("values", [[80.0, 112.0, 1.5]]),
+        "cls_cut": ("uniform", 0.0, 1.0),
+        "bbox_cut": ("normal", 0.0, 0.3),
+    },
     "recurrent": {
         "cont": ("values", [[0, 0], [1, 1], [1, 0], [1, 1]]),
         "cont_unit": ("values", [[1, 0]]),
