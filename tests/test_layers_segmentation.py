@@ -1,0 +1,324 @@
+"""Segmentation / upsampling fork layers against numpy specs of their C++ (bit-exact where the
+C++ is float32 arithmetic), OpenCV where it has the layer, and real-Caffe goldens
+(tests/golden/nets/seg_*.prototxt, for the layers of the oracle fork: Upsample, Resize,
+BilinearInterpolate, Pad, PixelShuffle, MaxUnPool, Unsqueeze, BN).
+
+Interp and SegNet's Upsample / BN are not in the oracle fork: their specs are written from
+hszhao/PSPNet's and alexgkendall/caffe-segnet's sources, and Interp is also run through OpenCV.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from oracle import assert_close, opencv_layers
+from reference import segmentation as ref
+
+import caffe2torch
+from caffe2torch import ShapeError
+from caffe2torch.errors import Caffe2TorchError
+
+SHAPE = (2, 3, 5, 7)  # N, C, H, W all different
+
+
+def net_text(layers: str, shape=SHAPE, inputs=("data",)) -> str:
+    dims = " ".join(f"dim: {d}" for d in shape)
+    tops = " ".join(f'top: "{name}"' for name in inputs)
+    shapes = " ".join(f"shape {{ {dims} }}" for _ in inputs)
+    return (f'name: "seg"\nlayer {{ name: "input" type: "Input" {tops} '
+            f"input_param {{ {shapes} }} }}\n{layers}\n")
+
+
+def layer(name: str, kind: str, params: str = "", bottoms=("data",), tops=None) -> str:
+    tops = (name,) if tops is None else tops
+    wires = " ".join([f'bottom: "{b}"' for b in bottoms] + [f'top: "{t}"' for t in tops])
+    return f'layer {{ name: "{name}" type: "{kind}" {wires} {params} }}'
+
+
+def sample(shape, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def build(tmp_path: Path, text: str, **kwargs):
+    proto = tmp_path / "net.prototxt"
+    proto.write_text(text)
+    return proto, caffe2torch.build(proto, **kwargs)
+
+
+def run(net, *xs, names):
+    with torch.no_grad():
+        out = net(*(torch.from_numpy(np.ascontiguousarray(x)) for x in xs), outputs=list(names))
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def check(tmp_path, params_layer: str, expected: np.ndarray, x=None, shape=SHAPE, exact=True):
+    x = sample(shape) if x is None else x
+    proto, net = build(tmp_path, net_text(params_layer, shape))
+    out = run(net, x, names=["out"])["out"]
+    assert out.shape == net.caffe.graph.blob("out").shape == expected.shape
+    if exact:
+        np.testing.assert_array_equal(out, expected)
+    else:
+        assert_close(out, expected, rel=1e-6)
+    return proto, net, x, out
+
+
+# ----------------------------------------------------------------------------- Interp
+
+INTERP_CASES = [
+    ("zoom2", "zoom_factor: 2", dict(zoom=2)),
+    ("zoom3-crop", "zoom_factor: 3 pad_beg: -1 pad_end: -1", dict(zoom=3, pad_beg=-1, pad_end=-1)),
+    ("shrink2", "shrink_factor: 2", dict(shrink=2)),
+    ("shrink-zoom", "shrink_factor: 2 zoom_factor: 3", dict(shrink=2, zoom=3)),
+    ("size", "height: 9 width: 4", dict(height=9, width=4)),
+    ("size-down", "height: 3 width: 2", dict(height=3, width=2)),
+    ("to-one-row", "height: 1 width: 11", dict(height=1, width=11)),
+    ("same-size-crop", "height: 4 width: 5 pad_beg: 0 pad_end: -1 ",
+     dict(height=4, width=5, pad_end=-1)),
+    ("zoom-wins-over-size", "zoom_factor: 2 height: 3 width: 3", dict(zoom=2)),
+]
+
+
+@pytest.mark.parametrize("case_id, params, kwargs", INTERP_CASES, ids=[c[0] for c in INTERP_CASES])
+def test_interp_matches_spec_bit_for_bit(tmp_path, case_id, params, kwargs):
+    x = sample(SHAPE, 1)
+    check(tmp_path, layer("out", "Interp", f"interp_param {{ {params} }}"),
+          ref.interp(x, **kwargs), x)
+
+
+def test_interp_one_pixel_input(tmp_path):
+    x = sample((3, 2, 1, 4), 2)
+    check(tmp_path, layer("out", "Interp", "interp_param { height: 5 width: 6 }"),
+          ref.interp(x, height=5, width=6), x, shape=(3, 2, 1, 4))
+
+
+@pytest.mark.parametrize("params", [
+    "zoom_factor: 2", "height: 11 width: 13", "shrink_factor: 2",
+    pytest.param("zoom_factor: 3 pad_beg: -1 pad_end: -2", marks=pytest.mark.xfail(
+        strict=True, raises=AssertionError,
+        reason="OpenCV ignores pad_beg/pad_end (13x19 here); PSPNet's Interp crops the input "
+               "first (2x4 -> 4x10): Caffe is right")),
+    pytest.param("shrink_factor: 2 zoom_factor: 3", marks=pytest.mark.xfail(
+        strict=True, raises=AssertionError,
+        reason="OpenCV applies only the shrink factor when both are given (7x10 here); "
+               "PSPNet's InterpLayer::Reshape shrinks then zooms (13x19): Caffe is right")),
+])
+def test_interp_against_opencv(tmp_path, params):
+    """OpenCV's Interp layer (align corners, the same size rules) agrees to float rounding."""
+    text = net_text(layer("out", "Interp", f"interp_param {{ {params} }}"))
+    proto, net = build(tmp_path, text)
+    model = tmp_path / "net.caffemodel"
+    caffe2torch.write_random_caffemodel(proto, model, seed=0)
+    x = sample(SHAPE, 3)
+    ours = run(net, x, names=["out"])["out"]
+    theirs = opencv_layers(proto, model, {"data": x}, ["out"])["out"]
+    assert_close(ours, theirs, rel=1e-5, what="Interp vs OpenCV")
+
+
+def test_interp_other_input_size_at_run_time(tmp_path):
+    _, net = build(tmp_path, net_text(layer("out", "Interp", "interp_param { zoom_factor: 2 }")))
+    x = sample((1, 3, 4, 6), 4)
+    out = run(net, x, names=["out"])["out"]
+    np.testing.assert_array_equal(out, ref.interp(x, zoom=2))
+
+
+@pytest.mark.parametrize("params, message", [
+    ("pad_beg: 1", "pad_beg is 1"),
+    ("zoom_factor: 0", "zoom_factor is 0"),
+    ("height: 4", "give zoom_factor, shrink_factor, or both height and width"),
+    ("zoom_factor: 2 pad_beg: -3 pad_end: -3", "crop the 5x7 input"),
+])
+def test_interp_bad_parameters(tmp_path, params, message):
+    with pytest.raises(ShapeError, match=rf"layer 'out' \(Interp\).*{message}"):
+        build(tmp_path, net_text(layer("out", "Interp", f"interp_param {{ {params} }}")))
+
+
+# ----------------------------------------------------------------------------- Resize, BilinearInterpolate
+
+
+@pytest.mark.parametrize("params, size", [
+    ("height: 11 width: 16", (11, 16)), ("height: 3 width: 4", (3, 4)),
+    ("height: 5 width: 7", (5, 7)), ("is_pyramid_test: true out_height_scale: 1.5 "
+                                     "out_width_scale: 0.7", (7, 4)),
+], ids=["up", "down", "same", "pyramid"])
+def test_resize_matches_spec(tmp_path, params, size):
+    x = sample(SHAPE, 5)
+    check(tmp_path, layer("out", "Resize", f"resize_param {{ {params} }}"), ref.resize(x, *size), x)
+
+
+@pytest.mark.parametrize("params, size, align", [
+    ("dst_h: 9 dst_w: 12", (9, 12), True), ("dst_h: 9 dst_w: 12 align_corners: false",
+                                            (9, 12), False),
+    ("scale_factor: 2.5", (12, 17), True), ("scale_factor: 0.6 align_corners: false", (3, 4), False),
+    ("dst_h: 8", (8, 7), True), ("dst_h: 5 dst_w: 7 align_corners: false", (5, 7), False),
+], ids=["dst", "dst-half-pixel", "scale", "scale-down-half-pixel", "dst-h-only", "same"])
+def test_bilinear_interpolate_matches_spec(tmp_path, params, size, align):
+    x = sample(SHAPE, 6)
+    check(tmp_path, layer("out", "BilinearInterpolate",
+                          f"bilinear_interpolate_param {{ {params} }}"),
+          ref.bilinear_interpolate(x, *size, align), x)
+
+
+def test_bilinear_interpolate_one_pixel_axis(tmp_path):
+    x = sample((2, 3, 1, 4), 7)
+    check(tmp_path, layer("out", "BilinearInterpolate",
+                          "bilinear_interpolate_param { dst_h: 3 dst_w: 6 }"),
+          ref.bilinear_interpolate(x, 3, 6, True), x, shape=(2, 3, 1, 4))
+
+
+@pytest.mark.parametrize("kind, params, message", [
+    ("Resize", "height: 3", "needs height and width"),
+    ("Resize", "is_pyramid_test: true out_height_scale: 2", "needs out_height_scale"),
+    ("BilinearInterpolate", "dst_h: 3 scale_factor: 2", "exactly one"),
+    ("BilinearInterpolate", "", "exactly one"),
+    ("BilinearInterpolate", "dst_h: 1 dst_w: 4", "divides by"),
+])
+def test_resize_bad_parameters(tmp_path, kind, params, message):
+    field = "resize_param" if kind == "Resize" else "bilinear_interpolate_param"
+    with pytest.raises(ShapeError, match=rf"layer 'out' \({kind}\).*{message}"):
+        build(tmp_path, net_text(layer("out", kind, f"{field} {{ {params} }}")))
+
+
+# ----------------------------------------------------------------------------- Upsample (nearest)
+
+
+@pytest.mark.parametrize("params, scales, shape", [
+    ("scale: 2", (2, 2), SHAPE), ("scale: 3", (3, 3), SHAPE), ("", (1, 1), SHAPE),
+    ("scale_h: 2 scale_w: 3", (2, 3), SHAPE), ("stride: 2", (2, 2), SHAPE),
+    ("scale: 2 dims_num: 3", (2,), (2, 3, 5)),
+], ids=["x2", "x3", "default-1", "per-axis", "stride", "dims3"])
+def test_upsample_nearest(tmp_path, params, scales, shape):
+    x = sample(shape, 8)
+    check(tmp_path, layer("out", "Upsample", f"upsample_param {{ {params} }}"),
+          ref.upsample_nearest(x, scales), x, shape=shape)
+
+
+@pytest.mark.parametrize("params, message", [
+    ("scale: 1.5", "scale is 1.5"), ("upsample_h: 10 upsample_w: 14", "pooling mask"),
+    ("dims_num: 5", "dims_num is 5"), ("scale: 2 stride: 2", "together with stride"),
+])
+def test_upsample_nearest_bad_parameters(tmp_path, params, message):
+    with pytest.raises(ShapeError, match=rf"layer 'out' \(Upsample\).*{message}"):
+        build(tmp_path, net_text(layer("out", "Upsample", f"upsample_param {{ {params} }}")))
+
+
+# ----------------------------------------------------------------------------- unpooling
+
+POOL = ('layer { name: "pool" type: "Pooling" bottom: "data" top: "pool" top: "mask" '
+        'pooling_param { pool: MAX %s } }')
+
+
+@pytest.mark.parametrize("pool, params, size", [
+    ("kernel_size: 2 stride: 2", "scale: 2", None),
+    ("kernel_size: 2 stride: 2", "", None),                        # SegNet's default scale 2
+    ("kernel_size: 2 stride: 2", "upsample_h: 5 upsample_w: 7", (5, 7)),
+    ("kernel_size: 2 stride: 2", "scale: 2 pad_out_h: true", None),
+    ("kernel_size: 3 stride: 2", "upsample_h: 5 upsample_w: 7", (5, 7)),  # overlapping windows
+    ("kernel_h: 2 kernel_w: 3 stride_h: 2 stride_w: 3", "scale_h: 2 scale_w: 3", None),
+], ids=["scale2", "default", "size", "pad-out", "overlap", "per-axis"])
+def test_segnet_upsample(tmp_path, pool, params, size):
+    x = sample(SHAPE, 9)
+    text = net_text(POOL % pool + layer("out", "Upsample", f"upsample_param {{ {params} }}",
+                                        bottoms=("pool", "mask")))
+    _, net = build(tmp_path, text)
+    got = run(net, x, names=["pool", "mask", "out"])
+    shape = net.caffe.graph.blob("out").shape
+    expected = ref.unpool(got["pool"], got["mask"], *shape[2:])
+    np.testing.assert_array_equal(got["out"], expected)
+    assert got["out"].shape == shape
+    if size:
+        assert shape[2:] == size
+
+
+def test_unpool_later_entry_wins_on_a_shared_position():
+    """Two pooled entries naming one position: the later one is written last, as in Caffe."""
+    from caffe2torch.modules.segmentation import MaxUnpool
+    x = torch.tensor([[[[1.0, 2.0, 3.0]]]])
+    mask = torch.tensor([[[[4.0, 4.0, 0.0]]]])
+    out = MaxUnpool((2, 3))(x, mask)
+    assert out.flatten().tolist() == [3.0, 0, 0, 0, 2.0, 0]
+
+
+def test_unpool_index_out_of_range_raises():
+    from caffe2torch.modules.segmentation import MaxUnpool
+    with pytest.raises(IndexError, match="mask index 6 is out of range for a 2x3"):
+        MaxUnpool((2, 3))(torch.ones(1, 1, 1, 1), torch.full((1, 1, 1, 1), 6.0))
+
+
+def test_maxunpool(tmp_path):
+    x = sample(SHAPE, 10)
+    text = net_text(POOL % "kernel_size: 2 stride: 2" + layer(
+        "out", "MaxUnPool", "max_unpool_param { dst_h: 5 dst_w: 7 }", bottoms=("pool", "mask")))
+    _, net = build(tmp_path, text)
+    got = run(net, x, names=["pool", "mask", "out"])
+    np.testing.assert_array_equal(got["out"], ref.unpool(got["pool"], got["mask"], 5, 7))
+
+
+@pytest.mark.parametrize("kind, params, message", [
+    ("Upsample", "scale: 1", "must be > 1"),
+    ("Upsample", "scale: 3 pad_out_w: true", "pad_out_w needs scale_w == 2"),
+    ("Upsample", "scale: 2 scale_h: 2 scale_w: 2", "without scale"),
+    ("MaxUnPool", "dst_h: 4", "needs dst_h and dst_w"),
+])
+def test_unpool_bad_parameters(tmp_path, kind, params, message):
+    field = "upsample_param" if kind == "Upsample" else "max_unpool_param"
+    text = net_text(POOL % "kernel_size: 2 stride: 2" + layer(
+        "out", kind, f"{field} {{ {params} }}", bottoms=("pool", "mask")))
+    with pytest.raises(ShapeError, match=rf"layer 'out' \({kind}\).*{message}"):
+        build(tmp_path, text)
+
+
+# ----------------------------------------------------------------------------- Pad, PixelShuffle, Unsqueeze
+
+
+@pytest.mark.parametrize("params, args", [
+    ("pad_u: 1 pad_d: 2 pad_l: 3 pad_r: 0 pad_value: 1.5", (1, 2, 3, 0, "constant", 1.5)),
+    ("pad_type: REPLICATE pad_u: 2 pad_d: 0 pad_l: 1 pad_r: 3", (2, 0, 1, 3, "replicate")),
+    ("pad_type: REFLECT pad_u: 1 pad_d: 3 pad_l: 2 pad_r: 1", (1, 3, 2, 1, "reflect")),
+    ("pad_u: -1 pad_d: -2 pad_l: -1 pad_r: -3", (-1, -2, -1, -3)),
+], ids=["constant", "replicate", "reflect", "crop"])
+def test_pad(tmp_path, params, args):
+    x = sample(SHAPE, 11)
+    check(tmp_path, layer("out", "Pad", f"pad_param {{ {params} }}"), ref.pad(x, *args), x)
+
+
+@pytest.mark.parametrize("params, error, message", [
+    ("pad_u: -1 pad_d: 1", Caffe2TorchError, "mixed signs"),
+    ("pad_type: REFLECT pad_l: 7", ShapeError, "must be smaller"),
+])
+def test_pad_bad_parameters(tmp_path, params, error, message):
+    with pytest.raises(error, match=rf"out.*{message}"):
+        build(tmp_path, net_text(layer("out", "Pad", f"pad_param {{ {params} }}")))
+
+
+def test_pad_in_place_is_refused(tmp_path):
+    with pytest.raises(ShapeError, match=r"layer 'pad' \(Pad\).*in place"):
+        build(tmp_path, net_text(layer("pad", "Pad", "pad_param { pad_u: 1 }", tops=("data",))))
+
+
+@pytest.mark.parametrize("shape, r", [((2, 12, 3, 5), 2), ((3, 9, 2, 4), 3), ((2, 6, 3, 4), 2)],
+                         ids=["r2", "r3", "unused-channels"])
+def test_pixel_shuffle(tmp_path, shape, r):
+    x = sample(shape, 12)
+    check(tmp_path, layer("out", "PixelShuffle", f"pixelshuffle_param {{ upscale_factor: {r} }}"),
+          ref.pixel_shuffle(x, r), x, shape=shape)
+
+
+def test_pixel_shuffle_bad_channels(tmp_path):
+    with pytest.raises(ShapeError, match=r"layer 'out' \(PixelShuffle\).*not a multiple"):
+        build(tmp_path, net_text(layer("out", "PixelShuffle",
+                                       "pixelshuffle_param { upscale_factor: 2 }")))
+
+
+@pytest.mark.parametrize("dim, axis", [(0, 0), (2, 2), (4, 4), (-1, 4), (-5, 0)])
+def test_unsqueeze(tmp_path, dim, axis):
+    x = sample(SHAPE, 13)
+    check(tmp_path, layer("out", "Unsqueeze", f"unsqueeze_param {{ dim: {dim} }}"),
+          np.expand_dims(x, axis), x)
+
+
+def test_unsqueeze_bad_dim(tmp_path):
+    with pytest.raises(ShapeError, match=r"layer 'out' \(Unsqueeze\).*dim 5 is out of range"):
+        build(tmp_path, net_text(layer("out", "Unsqueeze", "unsqueeze_param { dim: 5 }")))
