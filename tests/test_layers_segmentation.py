@@ -331,3 +331,121 @@ def test_unsqueeze(tmp_path, dim, axis):
 def test_unsqueeze_bad_dim(tmp_path):
     with pytest.raises(ShapeError, match=r"layer 'out' \(Unsqueeze\).*dim 5 is out of range"):
         build(tmp_path, net_text(layer("out", "Unsqueeze", "unsqueeze_param { dim: 5 }")))
+
+
+# ----------------------------------------------------------------------------- BN
+
+BN_SHAPE = (3, 4, 5, 6)
+
+
+def bn_blobs(form: str, channels: int = BN_SHAPE[1], seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    shape = (1, channels) if form == "inv_std" else (1, channels, 1, 1)
+    slope, bias = rng.normal(1, 0.3, shape), rng.normal(0, 0.3, shape)
+    if form == "segnet":
+        return [slope.astype(np.float32), bias.astype(np.float32)]
+    mean, spread = rng.normal(0, 0.5, shape), rng.uniform(0.5, 2, shape)
+    return [a.astype(np.float32) for a in (slope, bias, mean, spread)]
+
+
+def bn_net(tmp_path: Path, params: str, blobs: list[np.ndarray] | None, tops=("bn",), **kwargs):
+    text = net_text(layer("bn", "BN", params, tops=tops), BN_SHAPE)
+    proto, model = tmp_path / "bn.prototxt", tmp_path / "bn.caffemodel"
+    proto.write_text(text)
+    if blobs is not None:
+        caffe2torch.write_caffemodel(model, [("bn", "BN", blobs)])
+    return proto, model, caffe2torch.build(proto, weights=model if blobs is not None else None,
+                                           **kwargs)
+
+
+@pytest.mark.parametrize("params", ["", "bn_param { frozen: true eps: 0.001 }",
+                                    "bn_param { slope_filler { type: 'constant' value: 1 } }"],
+                         ids=["undeclared", "frozen-eps", "fillers"])
+def test_bn_pspnet_form_from_blobs(tmp_path, params):
+    blobs = bn_blobs("variance")
+    _, _, net = bn_net(tmp_path, params, blobs)
+    module = net.get_submodule("bn")
+    assert module.form == "variance" and "caffemodel" in module.chosen_by
+    x = sample(BN_SHAPE, 20)
+    eps = 0.001 if "eps" in params else 1e-5
+    assert_close(run(net, x, names=["bn"])["bn"], ref.bn_pspnet(x, *blobs, eps), rel=1e-6)
+
+
+def test_bn_inisis_form_from_blobs(tmp_path):
+    """(1, C) blobs are inisis/caffe's: blob 3 multiplies directly, no eps."""
+    blobs = bn_blobs("inv_std")
+    _, _, net = bn_net(tmp_path, "bn_param { frozen: true }", blobs)
+    assert net.get_submodule("bn").form == "inv_std"
+    x = sample(BN_SHAPE, 21)
+    np.testing.assert_array_equal(run(net, x, names=["bn"])["bn"], ref.bn_inisis(x, *blobs))
+
+
+@pytest.mark.parametrize("params", ["bn_param { bn_mode: INFERENCE }", "", "bn_param { "
+                                    "scale_filler { type: 'constant' value: 1 } }"],
+                         ids=["inference", "undeclared-two-blobs", "learn-declared"])
+def test_bn_segnet(tmp_path, params):
+    blobs = bn_blobs("segnet")
+    _, _, net = bn_net(tmp_path, params, blobs)
+    module = net.get_submodule("bn")
+    assert module.form == "segnet"
+    x = sample(BN_SHAPE, 22)
+    learn = "INFERENCE" not in params
+    expected, _, _ = ref.bn_segnet(x, *blobs, learn=learn)
+    assert_close(run(net, x, names=["bn"])["bn"], expected, rel=1e-5)
+
+
+def test_bn_segnet_learn_gives_batch_statistics_as_tops(tmp_path):
+    blobs = bn_blobs("segnet")
+    _, _, net = bn_net(tmp_path, "", blobs, tops=("bn", "mean", "var"))
+    x = sample(BN_SHAPE, 23)
+    got = run(net, x, names=["bn", "mean", "var"])
+    for name, expected in zip(("bn", "mean", "var"), ref.bn_segnet(x, *blobs, learn=True)):
+        assert got[name].shape == net.caffe.graph.blob(name).shape
+        assert_close(got[name], expected, rel=1e-5, what=name)
+
+
+def test_bn_train_mode_uses_batch_statistics_unless_frozen(tmp_path):
+    blobs = bn_blobs("variance")
+    x = sample(BN_SHAPE, 24)
+    _, _, net = bn_net(tmp_path, "", blobs)
+    with torch.no_grad():
+        out = net.train()(torch.from_numpy(x)).numpy()
+    assert_close(out, ref.bn_batch(x, blobs[0], blobs[1], 1e-5), rel=1e-5)
+    _, _, frozen = bn_net(tmp_path, "bn_param { frozen: true }", blobs)
+    with torch.no_grad():
+        out = frozen.train()(torch.from_numpy(x)).numpy()
+    assert_close(out, ref.bn_pspnet(x, *blobs, 1e-5), rel=1e-6)
+
+
+def test_bn_without_weights_assumes_pspnet_and_says_so(tmp_path):
+    _, _, net = bn_net(tmp_path, "", None)
+    module = net.get_submodule("bn")
+    assert module.form == "variance"
+    assert "assumed" in repr(module)
+    assert net.caffe.graph  # builds; blob shapes are PSPNet's
+    from caffe2torch.weights import parameter_layers
+    [(_, shapes)] = parameter_layers(net.caffe.graph)
+    assert shapes == [(1, 4, 1, 1)] * 4
+
+
+@pytest.mark.parametrize("form, params", [("variance", ""), ("inv_std", ""),
+                                          ("segnet", "bn_param { bn_mode: INFERENCE }")])
+def test_bn_save_caffemodel_round_trip(tmp_path, form, params):
+    blobs = bn_blobs(form)
+    _, _, net = bn_net(tmp_path, params, blobs)
+    out = tmp_path / "saved.caffemodel"
+    caffe2torch.save_caffemodel(net, out)
+    saved = [np.array(b.data) for b in caffe2torch.read_caffemodel(out)["bn"].blobs]
+    assert [s.shape for s in saved] == [b.shape for b in blobs]
+    for got, want in zip(saved, blobs):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_bn_contradicting_fields(tmp_path):
+    with pytest.raises(ShapeError, match=r"layer 'bn' \(BN\).*mixes SegNet's BN \(bn_mode\)"):
+        bn_net(tmp_path, "bn_param { bn_mode: INFERENCE frozen: true }", None)
+
+
+def test_bn_declared_segnet_with_four_blobs_is_a_weights_error(tmp_path):
+    with pytest.raises(caffe2torch.WeightsError, match=r"layer 'bn' \(BN\).*4 blob"):
+        bn_net(tmp_path, "bn_param { bn_mode: INFERENCE }", bn_blobs("variance"))

@@ -275,3 +275,79 @@ class MaxUnpool(nn.Module):
         winner = winner.scatter_reduce(2, target, order, reduce="amax")
         values = x.reshape(n, c, -1).gather(2, winner.clamp(min=0))
         return torch.where(winner >= 0, values, x.new_zeros(())).reshape(n, c, h, w)
+
+
+# ----------------------------------------------------------------------------- BN (forks)
+
+
+class ForkBN(nn.Module):
+    """The forks' ``BN`` layer, in one of its stored forms (``form``):
+
+    - ``"inv_std"`` (inisis/caffe): blobs slope, bias, mean, and the moving average of the
+      *inverse* standard deviation: ``y = ((x - mean) * inv_std) * slope + bias`` (no eps);
+    - ``"variance"`` (hszhao/PSPNet): blob 3 is the variance:
+      ``y = ((x - mean) * (var + eps)^-1/2) * slope + bias``;
+    - ``"segnet"`` (alexgkendall/caffe-segnet): blobs scale, shift; ``learn`` (bn_mode LEARN)
+      normalises with the batch's statistics even at test time, ``var = E(x^2) - E(x)^2`` and
+      eps 1e-9, and may return them as extra tops; INFERENCE is ``y = x * scale + shift``.
+
+    The slope forms use the stored statistics in eval mode (Caffe's TEST phase) or when
+    ``frozen``; in train mode they normalise with the batch's (biased) statistics, as Caffe's
+    TRAIN phase, without updating the stored ones.
+    """
+
+    def __init__(self, channels: int, form: str, eps: float = 1e-5, frozen: bool = False,
+                 learn: bool = False, extra_tops: int = 0, chosen_by: str = "declared") -> None:
+        super().__init__()
+        self.channels, self.eps, self.frozen, self.learn = channels, eps, frozen, learn
+        self.extra_tops, self.chosen_by = extra_tops, chosen_by
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.form = ""
+        self.set_form(form)
+
+    def set_form(self, form: str) -> None:
+        """Switch the stored form (binding does, from the blobs a caffemodel holds)."""
+        slope_form = form in ("inv_std", "variance")
+        if slope_form and "running_mean" not in self._buffers:
+            self.register_buffer("running_mean", torch.zeros(self.channels))
+            self.register_buffer("running_var", torch.ones(self.channels))
+        if not slope_form:
+            self._buffers.pop("running_mean", None)
+            self._buffers.pop("running_var", None)
+        self.form = form
+        self.caffe_blobs = ("weight", "bias", "running_mean", "running_var") if slope_form \
+            else ("weight", "bias")
+
+    def extra_repr(self) -> str:
+        mode = f"learn={self.learn}" if self.form == "segnet" else \
+            f"eps={self.eps:g}, frozen={self.frozen}"
+        return f"{self.channels}, form={self.form} ({self.chosen_by}), {mode}"
+
+    def forward(self, x: torch.Tensor):
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        weight, bias = self.weight.view(shape), self.bias.view(shape)
+        if self.form == "segnet":
+            if not self.learn:
+                return x * weight + bias
+            return self._segnet_learn(x, weight, bias, shape)
+        dims = [0, *range(2, x.dim())]
+        if self.frozen or not self.training:
+            mean = self.running_mean.view(shape)
+            factor = self.running_var.view(shape)
+            if self.form == "variance":
+                factor = torch.pow(factor + self.eps, -0.5)
+        else:
+            mean = x.mean(dims, keepdim=True)
+            factor = torch.pow(((x - mean) ** 2).mean(dims, keepdim=True) + self.eps, -0.5)
+        return ((x - mean) * factor) * weight + bias
+
+    def _segnet_learn(self, x, weight, bias, shape):
+        spatial = list(range(2, x.dim()))
+        mean = x.mean(spatial).mean(0).view(shape)
+        var = (x * x).mean(spatial).mean(0).view(shape) - mean * mean
+        y = (x - mean) / torch.sqrt(var + 1e-9) * weight + bias
+        if not self.extra_tops:
+            return y
+        stats = (mean.reshape(1, -1, 1, 1), var.reshape(1, -1, 1, 1))
+        return (y, *stats[:self.extra_tops])
