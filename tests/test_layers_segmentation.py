@@ -449,3 +449,78 @@ def test_bn_contradicting_fields(tmp_path):
 def test_bn_declared_segnet_with_four_blobs_is_a_weights_error(tmp_path):
     with pytest.raises(caffe2torch.WeightsError, match=r"layer 'bn' \(BN\).*4 blob"):
         bn_net(tmp_path, "bn_param { bn_mode: INFERENCE }", bn_blobs("variance"))
+
+
+# ----------------------------------------------------------------------------- realistic nets
+
+NETS = Path(__file__).resolve().parent / "nets"
+
+
+def _spec_of(node, params, bottoms, module):
+    """The numpy spec's output for one fork layer of a net, from the values of its bottoms."""
+    x = bottoms[0]
+    if node.type == "Interp":
+        p = params.interp_param
+        return [ref.interp(x, zoom=p.zoom_factor if p.HasField("zoom_factor") else None,
+                           shrink=p.shrink_factor if p.HasField("shrink_factor") else None,
+                           height=p.height, width=p.width, pad_beg=p.pad_beg,
+                           pad_end=p.pad_end)]
+    if node.type == "Upsample":
+        return [ref.unpool(x, bottoms[1], *module.size)] if module.size else \
+            [ref.unpool(x, bottoms[1], x.shape[2] * module.scales[0] - module.trims[0],
+                        x.shape[3] * module.scales[1] - module.trims[1])]
+    blobs = [t.detach().numpy() for t in (getattr(module, n) for n in module.caffe_blobs)]
+    if module.form == "segnet":
+        return [ref.bn_segnet(x, *blobs, learn=module.learn)[0]]
+    return [ref.bn_pspnet(x, *blobs, module.eps)]
+
+
+@pytest.mark.parametrize("net_name", ["seg_pspnet_like", "seg_segnet_like"])
+def test_realistic_net_layer_by_layer(tmp_path, net_name):
+    """Every fork layer of the net equals its spec, fed the values the net gave its bottoms."""
+    proto = NETS / f"{net_name}.prototxt"
+    model = tmp_path / "net.caffemodel"
+    caffe2torch.write_random_caffemodel(proto, model, seed=3)
+    net = caffe2torch.build(proto, weights=model)
+    graph = net.caffe.graph
+    x = sample(graph.blob("data").shape, 30)
+    with torch.no_grad():
+        tops = net.layer_outputs(torch.from_numpy(x))
+    values = {"data": x}
+    for node in graph.layers:
+        if node.name in tops:
+            values.update({t: v.numpy() for t, v in zip(node.tops, tops[node.name])})
+    checked = []
+    for node in graph.layers:
+        if node.type in ("Interp", "Upsample", "BN"):
+            module = net.get_submodule(node.module_name)
+            expected = _spec_of(node, node.param, [values[b] for b in node.bottoms], module)
+            assert_close(values[node.tops[0]], expected[0], rel=1e-5, what=node.name)
+            checked.append(node.type)
+    assert {"BN"} < set(checked)
+    out = graph.blob("prob").shape
+    assert out == (x.shape[0], out[1], x.shape[2], x.shape[3])  # back to the input resolution
+
+
+def test_pspnet_like_net_against_opencv(tmp_path):
+    """OpenCV runs the PSPNet-like net once BN (a type it lacks) and the layers it gets wrong
+    (shrink alone, pad_beg/pad_end; see test_interp_against_opencv) are left out of both."""
+    from google.protobuf import text_format
+
+    from caffe2torch.proto import caffe_pb2
+    net_param = caffe_pb2.NetParameter()
+    text_format.Parse((NETS / "seg_pspnet_like.prototxt").read_text(), net_param)
+    kept = [lp for lp in net_param.layer
+            if lp.type != "BN" and lp.name not in ("cls_shrink", "cls_crop_zoom")]
+    del net_param.layer[:]
+    net_param.layer.extend(kept)
+    proto, model = tmp_path / "psp.prototxt", tmp_path / "psp.caffemodel"
+    proto.write_text(text_format.MessageToString(net_param))
+    caffe2torch.write_random_caffemodel(proto, model, seed=4)
+    net = caffe2torch.build(proto, weights=model)
+    x = sample(net.caffe.graph.blob("data").shape, 31)
+    names = ["pool_2x2_interp", "cls_up", "prob"]
+    ours = run(net, x, names=names)
+    theirs = opencv_layers(proto, model, {"data": x}, names)
+    for name in names:
+        assert_close(ours[name], theirs[name], rel=1e-4, what=f"{name} vs OpenCV")
