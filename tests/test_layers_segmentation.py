@@ -524,3 +524,45 @@ def test_pspnet_like_net_against_opencv(tmp_path):
     theirs = opencv_layers(proto, model, {"data": x}, names)
     for name in names:
         assert_close(ours[name], theirs[name], rel=1e-4, what=f"{name} vs OpenCV")
+
+
+_RUN_EXPORTED = """
+import importlib, sys
+sys.modules["caffe2torch"] = None  # `import caffe2torch` now raises ImportError
+folder = sys.argv[1]
+sys.path.insert(0, folder)
+import numpy as np, torch
+for name in sys.argv[2:]:
+    model = importlib.import_module(name).load()
+    with torch.no_grad():
+        out = model(torch.from_numpy(np.load(f"{folder}/{name}_x.npy")))
+    out = out if isinstance(out, tuple) else (out,)
+    np.savez(f"{folder}/{name}_out.npz", *[o.numpy() for o in out])
+"""
+
+
+def test_python_export_of_the_fork_layers_runs_without_caffe2torch(tmp_path):
+    """The standalone .py export carries Interp, BN (every form), SegNet's Upsample, ..."""
+    import subprocess
+    import sys
+
+    from caffe2torch.export import export_python
+    expected = {}
+    for name in ("seg_pspnet_like", "seg_segnet_like"):
+        proto, model = NETS / f"{name}.prototxt", tmp_path / f"{name}.caffemodel"
+        caffe2torch.write_random_caffemodel(proto, model, seed=5)
+        net = caffe2torch.build(proto, weights=model)
+        export_python(net, tmp_path / f"{name}.py")
+        x = sample(net.caffe.graph.blob("data").shape, 32)
+        np.save(tmp_path / f"{name}_x.npy", x)
+        outs = run(net, x, names=net.caffe.output_names)
+        expected[name] = [outs[n] for n in net.caffe.output_names]
+    result = subprocess.run([sys.executable, "-c", _RUN_EXPORTED, str(tmp_path), *expected],
+                            capture_output=True, text=True, timeout=300, cwd="/", check=False)
+    assert result.returncode == 0, result.stderr
+    for name, wanted in expected.items():
+        got = np.load(tmp_path / f"{name}_out.npz")
+        assert len(got.files) == len(wanted)
+        for i, want in enumerate(wanted):
+            np.testing.assert_array_equal(got[f"arr_{i}"], want)
+        assert "import caffe2torch" not in (tmp_path / f"{name}.py").read_text()
