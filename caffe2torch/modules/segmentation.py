@@ -11,10 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def _tracing() -> bool:
-    """True while torch traces or compiles the module (no data-dependent Python checks then)."""
-    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+from caffe2torch.modules.batch import _tracing
 
 
 # ----------------------------------------------------------------------------- Interp
