@@ -566,3 +566,22 @@ def test_python_export_of_the_fork_layers_runs_without_caffe2torch(tmp_path):
         for i, want in enumerate(wanted):
             np.testing.assert_array_equal(got[f"arr_{i}"], want)
         assert "import caffe2torch" not in (tmp_path / f"{name}.py").read_text()
+
+
+@pytest.mark.parametrize("net_name", ["seg_pspnet_like", "seg_segnet_like"])
+def test_onnx_export_of_the_fork_layers(tmp_path, net_name):
+    """ONNX (via torch.export) runs in onnxruntime at the declared batch and another one."""
+    ort = pytest.importorskip("onnxruntime")
+    from caffe2torch.export import export
+    proto, model = NETS / f"{net_name}.prototxt", tmp_path / "net.caffemodel"
+    caffe2torch.write_random_caffemodel(proto, model, seed=6)
+    net = caffe2torch.build(proto, weights=model)
+    export(net, tmp_path / "net.onnx")
+    session = ort.InferenceSession(str(tmp_path / "net.onnx"))
+    shape = list(net.caffe.graph.blob("data").shape)
+    for batch in (shape[0], shape[0] + 1):
+        x = sample((batch, *shape[1:]), 33)
+        theirs = session.run(None, {session.get_inputs()[0].name: x})
+        ours = run(net, x, names=net.caffe.output_names)
+        for name, value in zip(net.caffe.output_names, theirs, strict=True):
+            assert_close(value, ours[name], rel=1e-5, what=f"{name} (batch {batch}) in ONNX")

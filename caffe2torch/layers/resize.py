@@ -96,7 +96,7 @@ class ResizeConverter(Converter):
 
     caffe_type = "Resize"
     origin = "inisis/caffe"
-    limits = "forward only; is_pyramid_test sizes are int(scale * input size), as the fork"
+    limits = "is_pyramid_test sizes are int(scale * input size), as the fork"
 
     def _size(self, layer: LayerNode, h: int, w: int) -> tuple[int, int]:
         p = layer.param.resize_param

@@ -258,20 +258,20 @@ class MaxUnpool(nn.Module):
         return f"scales={self.scales}, trims={self.trims}"
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        n, c = x.shape[0], x.shape[1]
         h, w = self.size if self.size is not None else (
             x.shape[2] * self.scales[0] - self.trims[0], x.shape[3] * self.scales[1] - self.trims[1])
-        target = mask.reshape(n, c, -1).to(torch.long)  # static_cast<int> truncates
+        target = mask.flatten(2).to(torch.long)  # static_cast<int> truncates
         if not _tracing():
             bad = (target < 0) | (target >= h * w)
             if bool(bad.any()):
                 raise IndexError(f"unpooling: mask index {int(target[bad][0])} is out of range "
                                  f"for a {h}x{w} output plane; expected 0 <= index < {h * w}")
-        order = torch.arange(target.shape[2], device=x.device).expand_as(target)
-        winner = torch.full((n, c, h * w), -1, dtype=torch.long, device=x.device)
+        # The last writer of each position wins: scatter the entries' order, keep the largest.
+        order = torch.zeros_like(target) + torch.arange(target.shape[2], device=x.device)
+        winner = torch.zeros_like(target[:, :, :1]).repeat(1, 1, h * w) - 1
         winner = winner.scatter_reduce(2, target, order, reduce="amax")
-        values = x.reshape(n, c, -1).gather(2, winner.clamp(min=0))
-        return torch.where(winner >= 0, values, x.new_zeros(())).reshape(n, c, h, w)
+        values = x.flatten(2).gather(2, winner.clamp(min=0))
+        return torch.where(winner >= 0, values, x.new_zeros(())).unflatten(2, (h, w))
 
 
 # ----------------------------------------------------------------------------- BN (forks)
