@@ -73,16 +73,16 @@ def check(tmp_path, params_layer: str, expected: np.ndarray, x=None, shape=SHAPE
 # ----------------------------------------------------------------------------- Interp
 
 INTERP_CASES = [
-    ("zoom2", "zoom_factor: 2", dict(zoom=2)),
-    ("zoom3-crop", "zoom_factor: 3 pad_beg: -1 pad_end: -1", dict(zoom=3, pad_beg=-1, pad_end=-1)),
-    ("shrink2", "shrink_factor: 2", dict(shrink=2)),
-    ("shrink-zoom", "shrink_factor: 2 zoom_factor: 3", dict(shrink=2, zoom=3)),
-    ("size", "height: 9 width: 4", dict(height=9, width=4)),
-    ("size-down", "height: 3 width: 2", dict(height=3, width=2)),
-    ("to-one-row", "height: 1 width: 11", dict(height=1, width=11)),
+    ("zoom2", "zoom_factor: 2", {"zoom": 2}),
+    ("zoom3-crop", "zoom_factor: 3 pad_beg: -1 pad_end: -1", {"zoom": 3, "pad_beg": -1, "pad_end": -1}),
+    ("shrink2", "shrink_factor: 2", {"shrink": 2}),
+    ("shrink-zoom", "shrink_factor: 2 zoom_factor: 3", {"shrink": 2, "zoom": 3}),
+    ("size", "height: 9 width: 4", {"height": 9, "width": 4}),
+    ("size-down", "height: 3 width: 2", {"height": 3, "width": 2}),
+    ("to-one-row", "height: 1 width: 11", {"height": 1, "width": 11}),
     ("same-size-crop", "height: 4 width: 5 pad_beg: 0 pad_end: -1 ",
-     dict(height=4, width=5, pad_end=-1)),
-    ("zoom-wins-over-size", "zoom_factor: 2 height: 3 width: 3", dict(zoom=2)),
+     {"height": 4, "width": 5, "pad_end": -1}),
+    ("zoom-wins-over-size", "zoom_factor: 2 height: 3 width: 3", {"zoom": 2}),
 ]
 
 
@@ -149,8 +149,8 @@ def test_interp_bad_parameters(tmp_path, params, message):
 
 @pytest.mark.parametrize("params, size", [
     ("height: 11 width: 16", (11, 16)), ("height: 3 width: 4", (3, 4)),
-    ("height: 5 width: 7", (5, 7)), ("is_pyramid_test: true out_height_scale: 1.5 "
-                                     "out_width_scale: 0.7", (7, 4)),
+    ("height: 5 width: 7", (5, 7)), (("is_pyramid_test: true out_height_scale: 1.5 "
+                                     "out_width_scale: 0.7"), (7, 4)),
 ], ids=["up", "down", "same", "pyramid"])
 def test_resize_matches_spec(tmp_path, params, size):
     x = sample(SHAPE, 5)
@@ -380,8 +380,8 @@ def test_bn_inisis_form_from_blobs(tmp_path):
     np.testing.assert_array_equal(run(net, x, names=["bn"])["bn"], ref.bn_inisis(x, *blobs))
 
 
-@pytest.mark.parametrize("params", ["bn_param { bn_mode: INFERENCE }", "", "bn_param { "
-                                    "scale_filler { type: 'constant' value: 1 } }"],
+@pytest.mark.parametrize("params", ["bn_param { bn_mode: INFERENCE }", "", ("bn_param { "
+                                    "scale_filler { type: 'constant' value: 1 } }")],
                          ids=["inference", "undeclared-two-blobs", "learn-declared"])
 def test_bn_segnet(tmp_path, params):
     blobs = bn_blobs("segnet")

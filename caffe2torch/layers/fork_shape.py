@@ -40,8 +40,8 @@ class PadConverter(Converter):
     def unsupported(self, layer: LayerNode) -> list[str]:
         pads = _pads(layer)
         if min(pads) < 0 < max(pads) or (min(pads) < 0 and max(pads) == 0):
-            return [f"pad_u/pad_d/pad_l/pad_r {pads}: the fork crops only when all four are "
-                    "negative and writes outside its blob for mixed signs"]
+            return [(f"pad_u/pad_d/pad_l/pad_r {pads}: the fork crops only when all four are "
+                    "negative and writes outside its blob for mixed signs")]
         return []
 
     def output_shapes(self, layer: LayerNode, inputs: Sequence[Shape]) -> list[Shape]:

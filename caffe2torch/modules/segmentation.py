@@ -13,7 +13,6 @@ from torch import nn
 
 from caffe2torch.modules.batch import _tracing
 
-
 # ----------------------------------------------------------------------------- Interp
 
 
@@ -113,7 +112,7 @@ class Resize(nn.Module):
         wi, w_next, w0, w1 = _resize_taps(w_in, w_out, x.device)
         h0, h1 = h0.to(x.dtype).view(-1, 1), h1.to(x.dtype).view(-1, 1)
         w0, w1 = w0.to(x.dtype), w1.to(x.dtype)
-        h_next, w_next = h_next.view(-1, 1), w_next
+        h_next = h_next.view(-1, 1)
         top = x.index_select(2, hi)
         bottom = x.index_select(2, torch.clamp(hi + 1, max=h_in - 1))
         wj = torch.clamp(wi + 1, max=w_in - 1)

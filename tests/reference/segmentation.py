@@ -50,9 +50,10 @@ def interp(x, zoom=None, shrink=None, height=None, width=None, pad_beg=0, pad_en
             wp = 1 if wi < w1 - 1 else 0
             m1 = f32(wr - f32(wi))
             m0 = f32(f32(1) - m1)
-            p = lambda dy, dx: data[:, :, y0 + hi + dy, x0 + wi + dx]  # noqa: E731
-            out[:, :, i, j] = l0 * (m0 * p(0, 0) + m1 * p(0, wp)) + \
-                l1 * (m0 * p(hp, 0) + m1 * p(hp, wp))
+            top, bottom = data[:, :, y0 + hi], data[:, :, y0 + hi + hp]
+            left, right = x0 + wi, x0 + wi + wp
+            out[:, :, i, j] = l0 * (m0 * top[:, :, left] + m1 * top[:, :, right]) + \
+                l1 * (m0 * bottom[:, :, left] + m1 * bottom[:, :, right])
     return out
 
 
@@ -106,9 +107,10 @@ def bilinear_interpolate(x, h2, w2, align_corners=True):
     out = np.zeros((n, c, h2, w2), f32)
     for i, (h, h0, hh1) in enumerate(positions(h1, h2)):
         for j, (w, w0, ww1) in enumerate(positions(w1, w2)):
-            q = lambda a, b: data[:, :, max(a, 0), max(b, 0)]  # noqa: E731
-            r0 = f32(f32(ww1) - w) * q(h0, w0) + f32(w - f32(w0)) * q(h0, ww1)
-            r1 = f32(f32(ww1) - w) * q(hh1, w0) + f32(w - f32(w0)) * q(hh1, ww1)
+            row0, row1 = data[:, :, max(h0, 0)], data[:, :, hh1]
+            c0 = max(w0, 0)
+            r0 = f32(f32(ww1) - w) * row0[:, :, c0] + f32(w - f32(w0)) * row0[:, :, ww1]
+            r1 = f32(f32(ww1) - w) * row1[:, :, c0] + f32(w - f32(w0)) * row1[:, :, ww1]
             out[:, :, i, j] = f32(f32(hh1) - h) * r0 + f32(h - f32(h0)) * r1
     return out
 
