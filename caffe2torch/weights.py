@@ -84,6 +84,7 @@ def bind_weights(net: CaffeNet, model: CaffeModel, strict: bool = True) -> Weigh
         # i-th layer of a name takes the i-th stored layer of that name; one stored layer is shared
         source = candidates[occurrence] if occurrence < len(candidates) else candidates[0]
         used.add(node.name)
+        shapes = _fitting_form(graph, node, shapes, source.blobs)
         if _check_blobs(node, shapes, source.blobs, report):
             module = _loadable(net, node)
             arrays = [b.data.reshape(s) for b, s in zip(source.blobs, shapes, strict=True)]
@@ -115,6 +116,18 @@ def _loadable(net: CaffeNet, node: LayerNode):
     if only_caffe_blobs(module):
         return module.to_empty(device="cpu")
     return rebuild_layer(net, node.name)
+
+
+def _fitting_form(graph: NetGraph, node: LayerNode, shapes: list[Shape], blobs) -> list[Shape]:
+    """The first of the converter's blob forms that the stored blobs fit (else ``shapes``, so
+    the mismatch is reported against the preferred form)."""
+    inputs = [graph.blobs[b].shape for b in node.bottoms]
+    for form in get_converter(node.type).blob_forms(node, inputs):
+        form = [tuple(s) for s in form]
+        if len(form) == len(blobs) and all(legacy_shape_matches(s, b)
+                                           for s, b in zip(form, blobs, strict=True)):
+            return form
+    return shapes
 
 
 def _check_blobs(node: LayerNode, shapes: list[Shape], blobs, report: WeightsReport) -> bool:

@@ -68,6 +68,12 @@ class Converter:
         """Shapes of the parameter blobs Caffe stores for this layer, in order."""
         return []
 
+    def blob_forms(self, layer: LayerNode, inputs: Sequence[Shape]) -> list[list[Shape]]:
+        """Every form the layer's stored blobs may take, preferred first (default: only
+        ``blob_shapes``). Where forks store one layer type differently (BN), binding takes the
+        first form the file's blobs fit and hands ``load_blobs`` the blobs in that form."""
+        return [self.blob_shapes(layer, inputs)]
+
     def unsupported(self, layer: LayerNode) -> list[str]:
         """Parameter values this converter cannot reproduce exactly (each names field and value)."""
         return []
