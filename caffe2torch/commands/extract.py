@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from caffe2torch.commands import add_net_arguments
+from caffe2torch.commands import add_device_arguments, add_net_arguments
 from caffe2torch.commands.build import resolve_net
 from caffe2torch.research._options import (
     add_preprocess_arguments,
@@ -46,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restart", action="store_true",
                         help="discard an earlier interrupted run instead of resuming it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_arguments(parser)
     add_preprocess_arguments(parser)
 
 
