@@ -114,7 +114,7 @@ def resolve_placement(device: str | torch.device | int | None = None,
     return placement
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cannot_run(device: torch.device, dtype: torch.dtype) -> str | None:
     """Why torch cannot run a net's basic ops in ``dtype`` on ``device`` (None when it can)."""
     if device.type == "mps" and dtype == torch.float64:
