@@ -78,6 +78,7 @@ def _argv(job, output) -> list[str]:
     photos, proto, weights, _ = job
     return ["extract", str(proto), "-w", str(weights), "--images", str(photos), "--blobs",
             "fc7,pool1,prob", "-o", str(output), "--size", "40x36", "--mean", "104,117,123",
+            "--scale", "0.017",
             "--batch-size", "2", "--checkpoint-every", "1", "--workers", "2"]
 
 
@@ -142,3 +143,24 @@ def test_a_rank_dies_and_the_job_is_finished_by_running_it_again(job, single, tm
     assert f"({COUNT - saved} read in this run by 2 processes, {saved} in an earlier one" \
         in again.stderr
     _assert_same(read_features(out), single)
+
+
+def test_extract_in_bfloat16_on_the_cpu(job, single, tmp_path, capsys):
+    out = tmp_path / "bf16.npz"
+    assert main(_argv(job, out) + ["--no-progress", "--device", "cpu", "--dtype", "bfloat16"]) == 0
+    found = read_features(out)
+    assert found.files == single.files
+    for name in ("fc7", "pool1", "prob"):
+        assert found.blobs[name].dtype == np.float32
+        error = np.abs(found.blobs[name] - single.blobs[name]).max()
+        assert error <= 2e-2 * np.abs(single.blobs[name]).max(), name
+    assert (found.blobs["prob"].argmax(1) == single.blobs["prob"].argmax(1)).mean() >= 0.9
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is present")
+def test_extract_on_a_missing_gpu_fails_before_any_work(job, tmp_path, capsys):
+    out = tmp_path / "gpu.npz"
+    assert main(_argv(job, out) + ["--device", "cuda:1"]) == 1
+    err = capsys.readouterr().err
+    assert "caffe2torch: error: device 'cuda:1': CUDA is not available" in err
+    assert "expected one of: cpu" in err and not (tmp_path / "gpu.npz.partial").exists()
