@@ -19,6 +19,7 @@ from caffe2torch.build import CaffeNet
 from caffe2torch.errors import (
     Caffe2TorchError,
     CaffemodelError,
+    DeviceError,
     GraphError,
     PrototxtError,
     ShapeError,
@@ -31,7 +32,7 @@ from caffe2torch.layers.registry import Converter, register_converter, registere
 __version__ = "0.1.0"
 
 __all__ = [
-    "Caffe2TorchError", "CaffeNet", "CaffemodelError", "Converter", "GraphError",
+    "Caffe2TorchError", "CaffeNet", "CaffemodelError", "Converter", "DeviceError", "GraphError",
     "PrototxtError", "ShapeError", "UnsupportedLayerError", "WeightsError", "build",
     "load_definition", "load_graph", "load_weights", "read_caffemodel", "register_converter",
     "registered_types", "save_caffemodel", "write_caffemodel", "write_random_caffemodel",

@@ -6,7 +6,10 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import torch
+
 from caffe2torch.build import CaffeNet, build_module, materialize
+from caffe2torch.devices import CPU_FLOAT32, place, resolve_placement
 from caffe2torch.errors import ShapeError
 from caffe2torch.io.caffemodel import CaffeModel, read_caffemodel, write_caffemodel
 from caffe2torch.io.prototxt import read_prototxt
@@ -66,13 +69,21 @@ def parameter_value_problems(graph: NetGraph) -> list[str]:
 
 def build(net: NetSource, weights: str | os.PathLike[str] | CaffeModel | None = None, *,
           input_shapes: InputShapes | None = None, phase: str = "TEST",
-          stages: Sequence[str] = (), strict: bool = True) -> CaffeNet:
+          stages: Sequence[str] = (), strict: bool = True,
+          device: str | torch.device | None = None,
+          dtype: str | torch.dtype | None = None) -> CaffeNet:
     """Build the PyTorch model of a Caffe net, in eval mode, with the caffemodel's weights bound.
 
     ``weights=None`` keeps the initialised parameters. ``input_shapes`` (blob name -> shape)
     gives inputs the file leaves open and overrides declared ones. ``strict=False`` loads what
     fits and records the findings in ``net.caffe.weights_report`` instead of raising.
+    ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``) and ``dtype`` (``"float32"``,
+    ``"float16"``, ``"bfloat16"`` or a torch dtype) say where the net runs: they are checked
+    first (:class:`DeviceError` when the device is missing or cannot run the dtype), and each
+    caffemodel blob is copied once, straight into its parameter there. Softmax, BatchNorm, LRN,
+    MVN and Normalize compute in float32 inside a half-precision net.
     """
+    placement = resolve_placement(device, dtype)
     graph = load_graph(net, input_shapes, phase=phase, stages=stages)
     model = None
     if weights is not None:
@@ -82,8 +93,13 @@ def build(net: NetSource, weights: str | os.PathLike[str] | CaffeModel | None = 
         log.info("%s", note)
     module.caffe.weights_report = None
     if model is not None:
-        module.caffe.weights_report = bind_weights(module, model, strict=strict)
-        materialize(module)
+        module.caffe.weights_report = bind_weights(module, model, strict=strict,
+                                                   placement=placement)
+        materialize(module, placement)
+    elif placement != CPU_FLOAT32:
+        for layer in module.children():
+            place(layer, placement)
+    module.meta["caffe2torch.placement"] = placement
     return module
 
 

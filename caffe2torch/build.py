@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx, nn
 
+from caffe2torch.devices import Placement, place
 from caffe2torch.errors import Caffe2TorchError, ShapeError
 from caffe2torch.ir.graph import LayerNode, NetGraph
 from caffe2torch.layers.registry import get_converter
@@ -230,10 +231,13 @@ def rebuild_layer(net: CaffeNet, layer_name: str) -> nn.Module:
     return module
 
 
-def materialize(net: CaffeNet) -> CaffeNet:
-    """Rebuild, initialised on the CPU, every module still on the meta device."""
+def materialize(net: CaffeNet, placement: Placement | None = None) -> CaffeNet:
+    """Rebuild, initialised on the CPU, every module still on the meta device (then moved to
+    ``placement``'s device and dtype when given)."""
     for node in net.caffe.graph.layers:
         if node.role != "input" and node.tops and is_deferred(net.get_submodule(node.module_name)):
-            rebuild_layer(net, node.name)
+            module = rebuild_layer(net, node.name)
+            if placement is not None:
+                place(module, placement)
     net.__dict__.pop("_blob_modules", None)
     return net

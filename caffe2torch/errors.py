@@ -28,3 +28,7 @@ class CaffemodelError(Caffe2TorchError):
 
 class WeightsError(Caffe2TorchError):
     """Weights that do not fit the network (lists every missing, unexpected or mis-shaped blob)."""
+
+
+class DeviceError(Caffe2TorchError):
+    """A device that is not available here, or a dtype that device cannot run."""

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from caffe2torch.devices import CPU_FLOAT32, Placement, allocate, place
 from caffe2torch.errors import WeightsError
 from caffe2torch.ir.graph import LayerNode, NetGraph
 from caffe2torch.layers.registry import get_converter
@@ -63,8 +64,12 @@ def legacy_shape_matches(expected: Shape, blob: CaffeBlob) -> bool:
     return tuple(blob.shape) == (1,) * (4 - len(expected)) + tuple(expected)
 
 
-def bind_weights(net: CaffeNet, model: CaffeModel, strict: bool = True) -> WeightsReport:
-    """Copy ``model``'s blobs into ``net``; strict raises one WeightsError listing every problem."""
+def bind_weights(net: CaffeNet, model: CaffeModel, strict: bool = True,
+                 placement: Placement | None = None) -> WeightsReport:
+    """Copy ``model``'s blobs into ``net``; strict raises one WeightsError listing every problem.
+
+    A deferred (meta) module is allocated on ``placement``'s device and dtype (default the CPU
+    in float32) and each blob copied there once."""
     graph = net.caffe.graph
     report = WeightsReport(source=str(model.path))
     by_name: dict[str, list] = defaultdict(list)
@@ -86,7 +91,7 @@ def bind_weights(net: CaffeNet, model: CaffeModel, strict: bool = True) -> Weigh
         used.add(node.name)
         shapes = _fitting_form(graph, node, shapes, source.blobs)
         if _check_blobs(node, shapes, source.blobs, report):
-            module = _loadable(net, node)
+            module = _loadable(net, node, placement or CPU_FLOAT32)
             arrays = [b.data.reshape(s) for b, s in zip(source.blobs, shapes, strict=True)]
             get_converter(node.type).load_blobs(module, arrays)
             report.loaded.append(node.name)
@@ -106,16 +111,17 @@ def bind_weights(net: CaffeNet, model: CaffeModel, strict: bool = True) -> Weigh
     return report
 
 
-def _loadable(net: CaffeNet, node: LayerNode):
-    """The layer's module, on the CPU: a deferred module that loading fills completely is only
-    allocated; any other deferred module is built (initialised) first."""
+def _loadable(net: CaffeNet, node: LayerNode, placement: Placement):
+    """The layer's module: a deferred module that loading fills completely is only allocated
+    (on the placement's device and dtype); any other deferred module is built (initialised)
+    first, on the CPU, then moved there."""
     from caffe2torch.build import is_deferred, only_caffe_blobs, rebuild_layer
     module = net.get_submodule(node.module_name)
     if not is_deferred(module):
         return module
     if only_caffe_blobs(module):
-        return module.to_empty(device="cpu")
-    return rebuild_layer(net, node.name)
+        return allocate(module, placement)
+    return place(rebuild_layer(net, node.name), placement)
 
 
 def _fitting_form(graph: NetGraph, node: LayerNode, shapes: list[Shape], blobs) -> list[Shape]:

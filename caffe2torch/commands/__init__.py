@@ -33,3 +33,13 @@ def add_net_arguments(parser: argparse.ArgumentParser, weights_required: bool = 
                         help="shape of an input the file leaves open, or to override (repeatable)")
     parser.add_argument("--phase", default="TEST", choices=["TEST", "TRAIN"],
                         help="which layers to keep by include/exclude rules (default TEST)")
+
+
+def add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--dtype``, for the commands that run a net."""
+    group = parser.add_argument_group("device")
+    group.add_argument("--device", default="cpu", metavar="DEVICE",
+                       help="where the net runs: cpu (default), cuda, cuda:N or mps")
+    group.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                       help="the net's precision (default float32); half precision computes "
+                            "Softmax, BatchNorm, LRN, MVN and Normalize in float32 inside")

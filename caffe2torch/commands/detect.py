@@ -24,7 +24,7 @@ import argparse
 import json
 import sys
 
-from caffe2torch.commands import add_net_arguments
+from caffe2torch.commands import add_device_arguments, add_net_arguments
 from caffe2torch.commands.build import resolve_net
 from caffe2torch.preprocess import load_image
 from caffe2torch.research._options import (
@@ -64,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--blob", help="the blob with the detections (default: the top of the "
                                        "net's DetectionOutput layer)")
+    add_device_arguments(parser)
     add_preprocess_arguments(parser)
 
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import argparse
 
 from caffe2torch.api import load_graph
-from caffe2torch.commands import add_net_arguments, parse_input_shapes
+from caffe2torch.commands import add_device_arguments, add_net_arguments, parse_input_shapes
 from caffe2torch.commands.build import resolve_net
+from caffe2torch.devices import resolve_placement
 from caffe2torch.research._options import (
     add_preprocess_arguments,
     add_zoo_argument,
@@ -35,10 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tolerance", type=float, default=1e-4,
                         help="largest relative error accepted per layer (default 1e-4)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random input")
+    add_device_arguments(parser)
     add_preprocess_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    resolve_placement(args.device, args.dtype)  # a missing device fails before any work
     net = resolve_net(args)
     shapes = parse_input_shapes(args.input_shape)
     prep = None
@@ -46,6 +49,6 @@ def run(args: argparse.Namespace) -> int:
         prep = preprocessing_from_args(args, load_graph(net, shapes, phase=args.phase))
     report = verify(net, args.weights, image=args.image, preprocessing=prep,
                     tolerance=args.tolerance, seed=args.seed, input_shapes=shapes,
-                    phase=args.phase)
+                    phase=args.phase, device=args.device, dtype=args.dtype)
     print(format_report(report))
     return 0 if report.passed else 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from caffe2torch.commands import add_net_arguments
+from caffe2torch.commands import add_device_arguments, add_net_arguments
 from caffe2torch.commands.build import resolve_net
 from caffe2torch.research._options import (
     add_preprocess_arguments,
@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels", type=int, default=64,
                         help="how many activation channels to show (default 64)")
     parser.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity (default 0.5)")
+    add_device_arguments(parser)
     add_preprocess_arguments(parser)
 
 

@@ -88,7 +88,7 @@ class Converter:
                    inputs: Sequence[Shape]) -> list[np.ndarray]:
         """The module's parameters as Caffe blobs of ``blob_shapes`` (for writing a caffemodel)."""
         shapes = self.blob_shapes(layer, inputs)
-        return [t.detach().cpu().numpy().astype(np.float32).reshape(shape)
+        return [t.detach().to("cpu", torch.float32).numpy().astype(np.float32).reshape(shape)
                 for t, shape in zip(caffe_tensors(module), shapes, strict=True)]
 
     def random_blobs(self, layer: LayerNode, inputs: Sequence[Shape],

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from caffe2torch.modules.precision import HALF, float32_inside
+
 
 class InnerProduct(nn.Module):
     """Caffe's InnerProduct: flatten from ``axis``, then ``x W^T + b`` (``W^T`` stored if
@@ -38,6 +40,7 @@ class Softmax(nn.Module):
     def extra_repr(self) -> str:
         return f"axis={self.axis}"
 
+    @float32_inside
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(x, dim=self.axis)
 
@@ -143,7 +146,9 @@ class ArgMax(nn.Module):
     """Caffe's ArgMax. With ``axis``: indices (or, with out_max_val, values only) replace that
     axis by ``top_k``. Without: each example is flattened and the top is (N, 1, top_k) indices or
     (N, 2, top_k) indices then values, padded with size-1 axes to ``out_axes`` (>= 3) axes.
-    Indices are returned in the input's floating dtype, as Caffe stores them."""
+    Indices are returned in the input's floating dtype, as Caffe stores them; in float32 for a
+    float16 / bfloat16 input, whose 11 / 8 bits of mantissa cannot hold indices past 2048 / 256.
+    """
 
     def __init__(self, top_k: int = 1, out_max_val: bool = False, axis: int | None = None,
                  out_axes: int = 3) -> None:
@@ -155,12 +160,13 @@ class ArgMax(nn.Module):
         return f"top_k={self.top_k}, out_max_val={self.out_max_val}, {where}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        index_dtype = torch.float32 if x.dtype in HALF else x.dtype
         if self.axis is not None:
             values, indices = caffe_top_k(x, self.top_k, self.axis)
-            return values if self.out_max_val else indices.to(x.dtype)
+            return values if self.out_max_val else indices.to(index_dtype)
         num = x.shape[0]
         values, indices = caffe_top_k(x.reshape(num, -1), self.top_k, 1)
-        indices = indices.to(x.dtype)
+        indices, values = indices.to(index_dtype), values.to(index_dtype)
         out = torch.stack((indices, values), 1) if self.out_max_val else indices.unsqueeze(1)
         return out.reshape(num, out.shape[1], self.top_k, *[1] * (self.out_axes - 3))
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from caffe2torch.modules.pooling import caffe_pool2d
+from caffe2torch.modules.precision import float32_inside
 
 
 class CaffeLRN(nn.Module):
@@ -29,6 +30,7 @@ class CaffeLRN(nn.Module):
         return (f"{self.region}, local_size={self.local_size}, alpha={self.alpha}, "
                 f"beta={self.beta}" + (f", k={self.k}" if self.region == "ACROSS_CHANNELS" else ""))
 
+    @float32_inside
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, half = self.local_size, (self.local_size - 1) // 2
         squares = x * x

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from caffe2torch.modules.precision import float32_inside
+
 
 class ReLU6(nn.Module):
     """``min(max(x, 0) + negative_slope * min(x, 0), threshold)``: the slope applies below zero,
@@ -133,6 +135,7 @@ class Region(nn.Module):
         return (f"classes={self.classes}, coords={self.coords}, boxes={self.boxes}, "
                 f"softmax={self.softmax}")
 
+    @float32_inside
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         size = self.coords + self.classes + 1

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from caffe2torch.modules.precision import float32_inside
+
 
 def _trailing(t: torch.Tensor, ndim: int, axis: int) -> torch.Tensor:
     """``t`` (covering axes ``axis ..`` of an ``ndim``-D blob) with 1s appended to broadcast."""
@@ -36,6 +38,7 @@ class CaffeBatchNorm(nn.Module):
         return (f"{self.channels}, eps={self.eps:g}, use_global_stats={self.use_global_stats}, "
                 f"momentum={self.momentum:g}")
 
+    @float32_inside
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch_stats = (not self.use_global_stats if self.use_global_stats is not None
                        else self.training)
@@ -121,6 +124,7 @@ class MVN(nn.Module):
         return (f"normalize_variance={self.normalize_variance}, "
                 f"across_channels={self.across_channels}, eps={self.eps:g}")
 
+    @float32_inside
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.reshape(x.shape + (1,) * (4 - x.dim()))
         dims = (1, 2, 3) if self.across_channels else (2, 3)

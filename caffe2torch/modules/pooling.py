@@ -24,6 +24,11 @@ from torch import nn
 from caffe2torch.errors import ShapeError
 
 FLT_MAX = 3.4028234663852886e38  # Caffe fills MAX outputs with -FLT_MAX before the scan
+
+
+def lowest(dtype: torch.dtype) -> float:
+    """-FLT_MAX, or the lowest finite value of a narrower dtype (float16, bfloat16)."""
+    return max(-FLT_MAX, torch.finfo(dtype).min)
 FLT_MIN = 1.1754943508222875e-38  # Caffe's StoPoolForwardTest starts its sum at FLT_MIN
 Pair = tuple[int, int]
 
@@ -37,10 +42,12 @@ def pooled_size(size: int, kernel: int, pad: int, stride: int, ceil: bool) -> in
     return pooled
 
 
-def _ave_divisor(size: int, pooled: int, kernel: int, pad: int, stride: int) -> list[float]:
-    """Per-axis AVE window lengths: end clipped to size + pad, measured before the image clip."""
-    return [float(min(i * stride - pad + kernel, size + pad) - (i * stride - pad))
-            for i in range(pooled)]
+def _ave_divisor(size: int, pooled: int, kernel: int, pad: int, stride: int,
+                 like: torch.Tensor) -> torch.Tensor:
+    """Per-axis AVE window lengths: end clipped to size + pad, measured before the image clip
+    (computed on ``like``'s device, in its dtype: no host copy in the forward)."""
+    start = torch.arange(pooled, device=like.device) * stride - pad
+    return (torch.clamp(start + kernel, max=size + pad) - start).to(like.dtype)
 
 
 def caffe_pool2d(x: torch.Tensor, method: str, kernel: Pair, stride: Pair, pad: Pair,
@@ -54,30 +61,28 @@ def caffe_pool2d(x: torch.Tensor, method: str, kernel: Pair, stride: Pair, pad: 
         return _stochastic(x, kernel, stride, pooled)
     right = [max(0, (o - 1) * s + k - n - p) for o, s, k, n, p in
              zip(pooled, stride, kernel, (height, width), pad)]
-    fill = -FLT_MAX if method == "MAX" else 0.0
+    fill = lowest(x.dtype) if method == "MAX" else 0.0
     sides = (pad[1], right[1], pad[0], right[0])
     padded = F.pad(x, sides, value=fill) if any(sides) else x
     if method == "MAX":
         return _max(padded, kernel, stride, pad, pooled, width, with_mask)
     total = F.avg_pool2d(padded, kernel, stride, divisor_override=1)[..., :pooled[0], :pooled[1]]
-    rows = _ave_divisor(height, pooled[0], kernel[0], pad[0], stride[0])
-    cols = _ave_divisor(width, pooled[1], kernel[1], pad[1], stride[1])
-    divisor = torch.tensor(rows, dtype=x.dtype, device=x.device)[:, None] * \
-        torch.tensor(cols, dtype=x.dtype, device=x.device)[None, :]
-    return total / divisor
+    rows = _ave_divisor(height, pooled[0], kernel[0], pad[0], stride[0], x)
+    cols = _ave_divisor(width, pooled[1], kernel[1], pad[1], stride[1], x)
+    return total / (rows[:, None] * cols[None, :])
 
 
 def _max(padded, kernel, stride, pad, pooled, width, with_mask):
     if not with_mask:
         out = F.max_pool2d(padded, kernel, stride)[..., :pooled[0], :pooled[1]]
-        return out.clamp_min(-FLT_MAX)
+        return out.clamp_min(lowest(out.dtype))
     out, index = F.max_pool2d(padded, kernel, stride, return_indices=True)
     out, index = out[..., :pooled[0], :pooled[1]], index[..., :pooled[0], :pooled[1]]
     padded_width = padded.shape[-1]
     row, col = index // padded_width - pad[0], index % padded_width - pad[1]
-    found = out > -FLT_MAX
+    found = out > lowest(out.dtype)
     mask = torch.where(found, row * width + col, torch.full_like(index, -1))
-    return out.clamp_min(-FLT_MAX), mask.to(out.dtype)
+    return out.clamp_min(lowest(out.dtype)), mask.to(out.dtype)
 
 
 def _stochastic(x, kernel, stride, pooled):

@@ -1,18 +1,24 @@
 """Two-stage detector heads: ROIPooling (Fast R-CNN), PSROIPooling (R-FCN) and the region
 proposal layers (inisis/caffe's C++ Proposal, py-faster-rcnn's Python ProposalLayer).
 
-The pooling modules are plain torch ops (they trace and export). The proposal modules keep
+The pooling modules are plain torch ops (they trace and export) and run on the input's device;
+run eagerly they read the rois' batch indices and longest bin on the host (two syncs per call:
+the range check Caffe aborts on, and the size of the max table). The proposal modules keep
 Caffe's data-dependent work (its quicksort, greedy NMS, a run-time number of rows) in their own
-``forward``, a leaf of the net's fx graph; they compute in float32 on the CPU, as Caffe does.
+``forward``, a leaf of the net's fx graph; they compute in float32 on the CPU, as Caffe does, and
+return their rows on the input's device.
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch import nn
 
 from caffe2torch.errors import ShapeError
 from caffe2torch.modules.batch import _tracing
-from caffe2torch.modules.pooling import FLT_MAX
+from caffe2torch.modules.pooling import lowest
+from caffe2torch.modules.precision import HALF
 
 
 def round_half_away(x: torch.Tensor) -> torch.Tensor:
@@ -78,7 +84,7 @@ class ROIPooling(nn.Module):
         value = torch.fmax(torch.fmax(table[kh, kw, b, top, left], table[kh, kw, b, bottom, left]),
                            torch.fmax(table[kh, kw, b, top, right],
                                       table[kh, kw, b, bottom, right]))  # (R, PH, PW, C)
-        value = torch.fmax(value, torch.tensor(-FLT_MAX, dtype=value.dtype))
+        value = torch.fmax(value, torch.tensor(lowest(value.dtype), dtype=value.dtype))
         value = torch.where(empty[..., None], torch.zeros_like(value), value)
         return value.permute(0, 3, 1, 2).contiguous()
 
@@ -88,7 +94,7 @@ def _bins(start: torch.Tensor, end: torch.Tensor, pooled: int, size: int
     """Caffe's bin edges along one axis, [first, last) per roi and bin, clipped to [0, size]."""
     length = torch.clamp(end - start + 1, min=1).to(torch.float32)
     bin_size = length / torch.tensor(float(pooled), dtype=torch.float32)
-    p = torch.arange(pooled, dtype=torch.float32)
+    p = torch.arange(pooled, dtype=torch.float32, device=start.device)
     first = torch.floor(p[None, :] * bin_size[:, None]).to(torch.int64) + start[:, None]
     last = torch.ceil((p[None, :] + 1) * bin_size[:, None]).to(torch.int64) + start[:, None]
     return first.clamp(0, size), last.clamp(0, size)
@@ -162,22 +168,23 @@ class PSROIPooling(nn.Module):
         end = (rounded[:, 2:] + 1) * scale
         size = torch.clamp(end - start, min=0.1)
         bin_size = size / torch.tensor(float(g), dtype=torch.float32)
-        p = torch.arange(g, dtype=torch.float32)
+        p = torch.arange(g, dtype=torch.float32, device=x.device)
         first = torch.floor(p[None, :, None] * bin_size[:, None, :] + start[:, None, :])
         last = torch.ceil((p[None, :, None] + 1) * bin_size[:, None, :] + start[:, None, :])
-        limit = torch.tensor([width, height])
+        limit = torch.tensor([width, height]).to(x.device, non_blocking=True)
         first = torch.minimum(first.to(torch.int64).clamp(min=0), limit)   # (R, g, 2)
         last = torch.minimum(last.to(torch.int64).clamp(min=0), limit)
         ws, we = first[:, None, None, :, 0], last[:, None, None, :, 0]     # (R, 1, 1, g)
         hs, he = first[:, None, :, None, 1], last[:, None, :, None, 1]     # (R, 1, g, 1)
-        c = torch.arange(self.output_dim)[:, None, None] * g * g \
-            + torch.arange(g)[None, :, None] * g + torch.arange(g)[None, None, :]
-        sat = torch.zeros(n, x.shape[1], height + 1, width + 1, dtype=torch.float64,
-                          device=x.device)
-        sat[:, :, 1:, 1:] = x.to(torch.float64).cumsum(2).cumsum(3)
+        arange = functools.partial(torch.arange, device=x.device)
+        c = arange(self.output_dim)[:, None, None] * g * g \
+            + arange(g)[None, :, None] * g + arange(g)[None, None, :]
+        wide = torch.float32 if x.device.type == "mps" else torch.float64  # MPS has no float64
+        sat = torch.zeros(n, x.shape[1], height + 1, width + 1, dtype=wide, device=x.device)
+        sat[:, :, 1:, 1:] = x.to(wide).cumsum(2).cumsum(3)
         b = batch[:, None, None, None]
         total = sat[b, c, he, we] - sat[b, c, hs, we] - sat[b, c, he, ws] + sat[b, c, hs, ws]
-        area = ((he - hs) * (we - ws)).to(torch.float64)
+        area = ((he - hs) * (we - ws)).to(wide)
         empty = (he <= hs) | (we <= ws)
         out = torch.where(empty, torch.zeros_like(total), total / area.clamp(min=1))
         return out.to(x.dtype)
@@ -304,10 +311,13 @@ class _ProposalBase(nn.Module):
         return (*as_cpu[:2], as_cpu[2].reshape(-1), anchors)
 
     def _outputs(self, rows, kept, like: torch.Tensor, score_shape):
-        rois = torch.cat(rows).reshape(-1, 5).to(like.device, like.dtype)
+        """Rows on ``like``'s device, in its dtype, or float32 for half precision (bfloat16
+        would round pixel coordinates past 256 to several pixels)."""
+        dtype = torch.float32 if like.dtype in HALF else like.dtype
+        rois = torch.cat(rows).reshape(-1, 5).to(like.device, dtype)
         if not self.scores_top:
             return rois
-        return rois, torch.cat(kept).reshape(*score_shape).to(like.device, like.dtype)
+        return rois, torch.cat(kept).reshape(*score_shape).to(like.device, dtype)
 
 
 class Proposal(_ProposalBase):

@@ -4,6 +4,12 @@ DetectionOutput, computed as their ``Forward_cpu`` and ``src/caffe/util/bbox_uti
 PriorBox and DetectionOutput read the bottoms' sizes at run time. DetectionOutput's row count
 depends on the values (NMS), so its forward holds data-dependent Python control flow: it is a
 leaf of the net's graph, runs eagerly, and is not traceable into ONNX / TorchScript / .pt2.
+
+Devices: PriorBox depends on shapes only; it computes on the CPU (float64 half sizes, as Caffe,
+which MPS lacks) and copies its float32 result to the input's device without waiting for it.
+DetectionOutput copies its bottoms to the CPU in float32 (one host sync per call: its greedy NMS
+reads values one at a time, as Caffe's own GPU path does on the host) and returns its rows on
+the input's device, in float32 (half precision would round the box corners to 1/256).
 """
 from __future__ import annotations
 
@@ -13,6 +19,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from caffe2torch.modules.precision import float32_inside
 
 CORNER, CENTER_SIZE, CORNER_SIZE = 1, 2, 3  # PriorBoxParameter.CodeType
 
@@ -57,7 +65,7 @@ class PriorBox(nn.Module):
         img_h, img_w = self.img_hw
         if img_h == 0 or img_w == 0:
             img_h, img_w = _legacy(image.shape, 2), _legacy(image.shape, 3)
-        f32 = {"dtype": torch.float32, "device": x.device}
+        f32 = {"dtype": torch.float32}
         if self.step_hw[0] == 0 or self.step_hw[1] == 0:  # float(img) / layer, in float
             step_h = torch.as_tensor(img_h, **f32) / height
             step_w = torch.as_tensor(img_w, **f32) / width
@@ -66,7 +74,7 @@ class PriorBox(nn.Module):
         offset = torch.tensor(self.offset, **f32)
         center_y = (torch.arange(height, **f32) + offset) * step_h          # (H,)
         center_x = (torch.arange(width, **f32) + offset) * step_w           # (W,)
-        table = torch.tensor(self.priors, dtype=torch.float64, device=x.device)   # (P, 4)
+        table = torch.tensor(self.priors, dtype=torch.float64)                     # (P, 4)
         shift_x, shift_y = table[:, 0].to(torch.float32), table[:, 1].to(torch.float32)
         cx = (center_x[None, :, None] + shift_x).double()                  # (1, W, P)
         cy = (center_y[:, None, None] + shift_y).double()                  # (H, 1, P)
@@ -79,7 +87,7 @@ class PriorBox(nn.Module):
         boxes = boxes.reshape(-1)
         variance = torch.tensor(self.variance, **f32)
         variances = variance.repeat(boxes.numel() // len(self.variance))
-        return torch.stack([boxes, variances]).unsqueeze(0)
+        return torch.stack([boxes, variances]).unsqueeze(0).to(x.device, non_blocking=True)
 
 
 class Normalize(nn.Module):
@@ -99,9 +107,10 @@ class Normalize(nn.Module):
         return (f"across_spatial={self.across_spatial}, channel_shared={self.channel_shared}, "
                 f"eps={self.eps}")
 
+    @float32_inside
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(x.shape[0], x.shape[1], -1)                       # (N, C, HW)
-        eps = torch.tensor(self.eps, dtype=x.dtype, device=x.device)
+        eps = self.eps  # a Python number: x's dtype, no tensor to copy to the device
         if self.across_spatial:
             norm = torch.sqrt(flat.square().sum(dim=(1, 2), keepdim=True) + eps)
             y = flat * (1.0 / norm)
@@ -159,6 +168,12 @@ class DetectionOutput(nn.Module):
                 f"keep_top_k={self.keep_top_k}")
 
     def forward(self, loc: torch.Tensor, conf: torch.Tensor,
+                prior: torch.Tensor) -> torch.Tensor:
+        device = loc.device
+        loc, conf, prior = (t.to("cpu", torch.float32) for t in (loc, conf, prior))
+        return self._detect(loc, conf, prior).to(device)
+
+    def _detect(self, loc: torch.Tensor, conf: torch.Tensor,
                 prior: torch.Tensor) -> torch.Tensor:
         num, num_priors = loc.shape[0], prior.shape[2] // 4
         loc_classes = 1 if self.share_location else self.num_classes

@@ -7,6 +7,7 @@ import logging
 from caffe2torch.api import build, load_graph
 from caffe2torch.build import CaffeNet
 from caffe2torch.commands import parse_input_shapes
+from caffe2torch.devices import resolve_placement
 from caffe2torch.preprocess import Preprocessing, default_preprocessing, parse_mean, parse_size
 
 log = logging.getLogger("caffe2torch")
@@ -64,8 +65,11 @@ def build_for_images(args: argparse.Namespace, net_path) -> tuple[CaffeNet, Prep
     """Build the net (with ``args.weights``) for images preprocessed as the options say.
 
     The input is set to the preprocessed size when that is fixed (a crop or an exact resize),
-    so shape inference checks that the net accepts it.
+    so shape inference checks that the net accepts it. ``--device`` / ``--dtype`` are checked
+    first, before any file is read.
     """
+    device, dtype = getattr(args, "device", None), getattr(args, "dtype", None)
+    resolve_placement(device, dtype)
     shapes = parse_input_shapes(args.input_shape)
     graph = load_graph(net_path, shapes, phase=args.phase)
     prep = preprocessing_from_args(args, graph)
@@ -74,5 +78,6 @@ def build_for_images(args: argparse.Namespace, net_path) -> tuple[CaffeNet, Prep
         hw = prep.crop or (prep.size if isinstance(prep.size, tuple) else None)
         if declared is not None and len(declared) == 4 and hw is not None:
             shapes = {graph.blobs[graph.inputs[0]].name: (1, declared[1], *hw)}
-    net = build(net_path, args.weights, input_shapes=shapes or None, phase=args.phase)
+    net = build(net_path, args.weights, input_shapes=shapes or None, phase=args.phase,
+                device=device, dtype=dtype)
     return net, prep

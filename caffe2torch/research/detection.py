@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from caffe2torch.devices import as_input, as_numpy
 from caffe2torch.errors import Caffe2TorchError
 from caffe2torch.preprocess import ImageInput, Preprocessing, load_image
 
@@ -211,8 +212,8 @@ def detect(net: CaffeNet, image: ImageInput, *, preprocessing: Preprocessing | N
     picture = load_image(image)
     array = prep(picture)
     with torch.no_grad():
-        rows = net(torch.from_numpy(array[None]), outputs=[name])[name]
-    rows = rows.detach().cpu().numpy()
+        rows = net(as_input(net, array[None]), outputs=[name])[name]
+    rows = as_numpy(rows)
     size = (picture.width, picture.height)
     found = detections_from_rows(rows, size, threshold=threshold, labels=labels,
                                  view=prep.view_box((picture.height, picture.width)), blob=name)

@@ -17,11 +17,13 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 import struct
 import sys
 import zipfile
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ import numpy as np
 import torch
 
 from caffe2torch.build import CaffeNet
+from caffe2torch.devices import Placement, placement_of
 from caffe2torch.errors import Caffe2TorchError
 from caffe2torch.preprocess import (
     PreprocessError,
@@ -38,6 +41,7 @@ from caffe2torch.preprocess import (
     default_preprocessing,
     list_images,
 )
+from caffe2torch.research.distributed import Ranks
 
 log = logging.getLogger("caffe2torch")
 
@@ -67,6 +71,8 @@ class ExtractResult:
     resumed: int = 0  # taken from an earlier run's shards
     failed: list[tuple[str, str]] = field(default_factory=list)
     interrupted: bool = False
+    rank: int = 0  # under torch.distributed: this rank (processed counts its images only)
+    world_size: int = 1
 
     @property
     def done(self) -> int:
@@ -106,10 +112,20 @@ def extract_features(
     """Features of ``blobs`` for every image under ``images``, written to ``output``.
 
     ``files`` restricts the run to those paths (relative to ``images``). ``workers`` threads
-    read and preprocess images ahead of the net. ``resume=False`` discards an earlier partial
-    run. ``progress=True`` shows a progress bar (tqdm) on stderr. ``on_batch(batches, images)`` is called after each batch (for progress hooks; raising
-    KeyboardInterrupt there behaves as Ctrl-C). Ctrl-C saves the finished batches and raises
-    :class:`ExtractInterrupted`.
+    read and preprocess images ahead of the net (into pinned memory for a CUDA net, copied
+    without blocking); the outputs come back to the host while the next batch runs, and the
+    shards are written by a background thread. ``resume=False`` discards an earlier partial
+    run. ``progress=True`` shows a progress bar (tqdm) on stderr. ``on_batch(batches, images)``
+    is called after each batch (for progress hooks; raising KeyboardInterrupt there behaves as
+    Ctrl-C). Ctrl-C saves the finished batches and raises :class:`ExtractInterrupted`.
+
+    The batches are always ``batch_size`` consecutive files of the sorted listing (less the
+    files already done), so an interrupted and resumed run computes every image in the same
+    batch as an uninterrupted one. Under ``torch.distributed`` (e.g. ``torchrun``) every rank
+    calls this with the same arguments: the batches not yet done are split into one contiguous
+    block per rank, each rank writes its own shards into the shared ``OUT.partial/``, and rank 0
+    merges them into ``output`` in the listing's order once every rank is done (the folder must
+    be on a filesystem every machine sees). The progress bar (rank 0) counts the whole job.
     """
     output = Path(output)
     blobs = list(dict.fromkeys(blobs))
@@ -117,69 +133,153 @@ def extract_features(
     prep = preprocessing or default_preprocessing(net.caffe.graph)
     root = Path(images)
     listing = list(files) if files is not None else list_images(root)
-    store = _ShardStore(Path(f"{output}.partial"), _fingerprint(net, blobs, prep), resume)
+    ranks = Ranks()
+    fingerprint = _fingerprint(net, blobs, prep)
+    _check_same_job(ranks, fingerprint, listing)
+    store = _open_store(ranks, Path(f"{output}.partial"), fingerprint, resume)
     done = store.done_files()
-    todo = [f for f in listing if f not in done]
+    ranks.barrier()  # every rank has read the same shards before any rank writes
+    todo = _job_batches(listing, batch_size, done)
+    mine = _share(todo, ranks.rank, ranks.size)
     result = ExtractResult(output=output, partial=store.directory, total=len(listing),
-                           resumed=len(listing) - len(todo))
-    if result.resumed:
+                           resumed=len(listing) - sum(len(b) for b in todo), rank=ranks.rank,
+                           world_size=ranks.size)
+    if result.resumed and ranks.first:
         log.info("resuming: %d of %d image(s) already in %s", result.resumed, len(listing),
                  store.directory)
-    bar = _progress(len(listing), result.resumed, progress)
+    bar = _JobProgress(len(listing), result.resumed, progress and ranks.first, ranks)
     try:
-        _run(net, prep, root, todo, blobs, batch_size, workers, checkpoint_every, store, result,
-             bar, on_batch)
+        _run(net, prep, root, mine, blobs, checkpoint_every, store, result, bar, workers,
+             on_batch)
+        ranks.wait_for_all(bar.show)
     except KeyboardInterrupt:
         result.interrupted = True
         raise ExtractInterrupted(result) from None
     finally:
         bar.close()
-    result.failed = store.merge(output, listing, blobs, _blob_row_shapes(net, blobs))
+    if ranks.first:
+        result.failed = store.merge(output, listing, blobs, _blob_row_shapes(net, blobs))
+    ranks.barrier()  # the output exists when every rank returns
     return result
 
 
-def _run(net, prep, root: Path, todo: list[str], blobs: list[str], batch_size: int,
-         workers: int, checkpoint_every: int, store: _ShardStore, result: ExtractResult, bar,
+def _check_same_job(ranks: Ranks, fingerprint: dict, listing: list[str]) -> None:
+    """Every rank must run the same net, weights, blobs, preprocessing and file list."""
+    digest = hashlib.sha256(json.dumps([fingerprint, listing]).encode()).hexdigest()
+    found = ranks.gather(digest)
+    other = [r for r, d in enumerate(found) if d != found[0]]
+    ranks.agree(None if not other else
+                f"ranks {other} have another net, weights, blobs, preprocessing or image list "
+                "than rank 0; every rank must run the same command on the same files",
+                ExtractError)
+
+
+def _open_store(ranks: Ranks, directory: Path, fingerprint: dict, resume: bool) -> _ShardStore:
+    """Rank 0 prepares ``OUT.partial/`` (or finds it made with other settings); then every
+    other rank opens it, which also checks that it sees the same folder."""
+    store, problem = None, None
+    if ranks.first:
+        try:
+            store = _ShardStore(directory, fingerprint, resume, rank=0)
+        except ExtractError as err:
+            problem = str(err)
+    ranks.agree(problem, ExtractError)
+    if not ranks.first:
+        if not (directory / "manifest.json").is_file():
+            problem = (f"{directory} (made by rank 0) is not visible here (host "
+                       f"{socket.gethostname()}); put the output on a filesystem every "
+                       "machine shares")
+        else:
+            store = _ShardStore(directory, fingerprint, resume=True, rank=ranks.rank)
+    ranks.agree(problem, ExtractError)
+    return store
+
+
+def _job_batches(listing: list[str], batch_size: int, done: set[str]) -> list[list[str]]:
+    """The whole job's batches still to compute: ``batch_size`` consecutive files of the
+    listing each, less the files already done."""
+    batches = []
+    for start in range(0, len(listing), batch_size):
+        names = [n for n in listing[start:start + batch_size] if n not in done]
+        if names:
+            batches.append(names)
+    return batches
+
+
+def _share(batches: list[list[str]], rank: int, size: int) -> list[list[str]]:
+    """Rank ``rank``'s contiguous block of ``batches`` (sizes differ by at most one)."""
+    per, extra = divmod(len(batches), size)
+    start = rank * per + min(rank, extra)
+    return batches[start:start + per + (rank < extra)]
+
+
+def _run(net, prep, root: Path, batches: list[list[str]], blobs: list[str],
+         checkpoint_every: int, store: _ShardStore, result: ExtractResult, bar, workers: int,
          on_batch) -> None:
-    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
-    count = 0
+    """Load (threads), forward (the net's device) and store (a writer thread) the batches, each
+    stage working on another batch: batch i + 1 runs while batch i's outputs come back."""
+    placement = placement_of(net)
+    pin = placement.device.type == "cuda"
+    count, pending = 0, None
     try:
-        for names, array, failures in _loaded_batches(batches, prep, root, workers):
-            features = _forward(net, array, blobs) if array is not None else {}
-            ok = [n for n in names if n not in dict(failures)]
-            store.add(ok, features, failures)
-            result.processed += len(names)
-            bar.update(len(names))
-            count += 1
-            if count % checkpoint_every == 0:
-                store.flush()
-            if on_batch is not None:
-                on_batch(count, result.processed)
+        for names, array, failures in _loaded_batches(batches, prep, root, workers, pin):
+            launched = _forward(net, array, blobs, placement) if array is not None else None
+            if pending is not None:
+                count = _store_batch(*pending, store, result, bar, count, checkpoint_every,
+                                     on_batch)
+            pending = (names, launched, failures)
+        if pending is not None:
+            _store_batch(*pending, store, result, bar, count, checkpoint_every, on_batch)
     finally:
         store.flush()  # finished batches are kept on Ctrl-C too
+        store.close()
 
 
-def _loaded_batches(batches: list[list[str]], prep: Preprocessing, root: Path,
-                    workers: int) -> Iterator[tuple[list[str], np.ndarray | None, list]]:
-    """Batches read and preprocessed by ``workers`` threads, a few ahead, in order."""
+def _store_batch(names, launched, failures, store: _ShardStore, result: ExtractResult, bar,
+                 count: int, checkpoint_every: int, on_batch) -> int:
+    features = _collect(launched) if launched is not None else {}
+    failed = dict(failures)
+    store.add([n for n in names if n not in failed], features, failures)
+    result.processed += len(names)
+    bar.update(len(names))
+    count += 1
+    if count % checkpoint_every == 0:
+        store.flush()
+    if on_batch is not None:
+        on_batch(count, result.processed)
+    return count
+
+
+def _loaded_batches(batches: list[list[str]], prep: Preprocessing, root: Path, workers: int,
+                    pin: bool = False) -> Iterator[tuple[list[str], torch.Tensor | None, list]]:
+    """Batches read and preprocessed by ``workers`` threads, a few ahead, in order (as pinned
+    tensors with ``pin``, ready for a non-blocking copy to the GPU)."""
     if workers <= 0:
-        yield from (_load_batch(batch, prep, root) for batch in batches)
+        yield from (_load_tensor(batch, prep, root, pin) for batch in batches)
         return
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="caffe2torch-load")
     pending: deque[Future] = deque()
     queue = iter(batches)
     try:
         for batch in queue:
-            pending.append(pool.submit(_load_batch, batch, prep, root))
+            pending.append(pool.submit(_load_tensor, batch, prep, root, pin))
             if len(pending) > workers:
                 break
         while pending:
             yield pending.popleft().result()
             batch = next(queue, None)
             if batch is not None:
-                pending.append(pool.submit(_load_batch, batch, prep, root))
+                pending.append(pool.submit(_load_tensor, batch, prep, root, pin))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _load_tensor(names: list[str], prep: Preprocessing, root: Path, pin: bool):
+    names, array, failures = _load_batch(names, prep, root)
+    if array is None:
+        return names, None, failures
+    tensor = torch.from_numpy(array)
+    return names, tensor.pin_memory() if pin else tensor, failures
 
 
 def _load_batch(names: list[str], prep: Preprocessing,
@@ -199,10 +299,26 @@ def _load_batch(names: list[str], prep: Preprocessing,
     return names, np.stack(arrays), failures
 
 
-def _forward(net: CaffeNet, array: np.ndarray, blobs: list[str]) -> dict[str, np.ndarray]:
+def _forward(net: CaffeNet, batch: torch.Tensor, blobs: list[str], placement: Placement):
+    """Start the forward of one batch: its outputs on their way to the host, in float32 (on a
+    GPU the copies are queued behind the forward; :func:`_collect` waits for them)."""
     with torch.no_grad():
-        values = net(torch.from_numpy(array), outputs=blobs)
-    return {name: values[name].numpy().astype(np.float32, copy=False) for name in blobs}
+        x = batch.to(placement.device, placement.dtype, non_blocking=True)
+        values = net(x, outputs=blobs)
+        host = {name: values[name].to("cpu", torch.float32, non_blocking=True)
+                for name in blobs}
+    ready = None
+    if placement.device.type == "cuda":
+        ready = torch.cuda.Event()
+        ready.record()
+    return host, ready
+
+
+def _collect(launched) -> dict[str, np.ndarray]:
+    host, ready = launched
+    if ready is not None:
+        ready.synchronize()
+    return {name: value.numpy() for name, value in host.items()}
 
 
 def _check_request(net: CaffeNet, output: Path, blobs: list[str], batch_size: int) -> None:
@@ -236,37 +352,55 @@ def _fingerprint(net: CaffeNet, blobs: list[str], prep: Preprocessing) -> dict:
     weights = hashlib.blake2b(digest_size=16)
     for name, tensor in sorted(net.state_dict().items()):
         weights.update(name.encode())
-        weights.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        weights.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return {"version": 1, "net": hashlib.sha256(definition).hexdigest(),
             "weights": weights.hexdigest(), "blobs": blobs, "preprocessing": prep.to_dict()}
 
 
-def _progress(total: int, initial: int, enabled: bool):
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _NoProgress()
-    return tqdm(total=total, initial=initial, unit="img", desc="extract", file=sys.stderr,
-                disable=not enabled, dynamic_ncols=True)
+class _JobProgress:
+    """The progress bar (tqdm, on stderr) of the whole job: with several ranks, the count the
+    ranks add up in the rendezvous store, else this process's."""
 
+    def __init__(self, total: int, initial: int, enabled: bool, ranks: Ranks) -> None:
+        self.initial, self.ranks, self.bar = initial, ranks, None
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return
+        self.bar = tqdm(total=total, initial=initial, unit="img", desc="extract",
+                        file=sys.stderr, disable=not enabled, dynamic_ncols=True)
 
-class _NoProgress:
     def update(self, n: int) -> None:
-        pass
+        job = self.ranks.count(n) if self.ranks.size > 1 else None
+        if self.bar is None:
+            return
+        if job is None:
+            self.bar.update(n)
+        else:
+            self.show(job)
+
+    def show(self, job: int | None) -> None:
+        if self.bar is not None and job is not None and self.initial + job != self.bar.n:
+            self.bar.update(self.initial + job - self.bar.n)
 
     def close(self) -> None:
-        pass
+        if self.bar is not None:
+            self.bar.close()
 
 
 # ---------------------------------------------------------------------- shards
 
 
 class _ShardStore:
-    """``OUT.partial/``: manifest.json and shard-NNNNNN.npz files, each renamed into place."""
+    """``OUT.partial/``: manifest.json and shard files, each written to a temporary name and
+    renamed into place (by a background thread, one shard at a time). Rank 0 writes
+    ``shard-NNNNNN.npz``, rank r > 0 ``shard-NNNNNN-rR.npz``; every rank reads all of them."""
 
-    def __init__(self, directory: Path, fingerprint: dict, resume: bool) -> None:
-        self.directory = directory
+    def __init__(self, directory: Path, fingerprint: dict, resume: bool, rank: int = 0) -> None:
+        self.directory, self.rank = directory, rank
         self.buffer: list[tuple[list[str], dict[str, np.ndarray], list]] = []
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caffe2torch-write")
+        self.writing: Future | None = None
         manifest = directory / "manifest.json"
         if directory.exists() and not resume:
             shutil.rmtree(directory)
@@ -280,13 +414,15 @@ class _ShardStore:
                 raise ExtractError(f"{directory} holds a partial run made with other settings "
                                    f"(different {', '.join(changed)}); delete it or start over "
                                    "(--restart / resume=False)")
-            for stale in directory.glob("*.tmp"):
-                stale.unlink()
+            if rank == 0:  # before the other ranks start writing
+                for stale in directory.glob("*.tmp"):
+                    stale.unlink()
         else:
             directory.mkdir(parents=True)
             _write_atomic(manifest, json.dumps(fingerprint, indent=1).encode())
-        shards = self.shards()
-        self.next_number = int(shards[-1].stem.split("-")[1]) + 1 if shards else 0
+        self.suffix = "" if rank == 0 else f"-r{rank}"
+        own = [re.fullmatch(rf"shard-(\d+){self.suffix}", p.stem) for p in self.shards()]
+        self.next_number = max((int(m[1]) + 1 for m in own if m), default=0)
 
     def shards(self) -> list[Path]:
         return sorted(self.directory.glob("shard-*.npz"))
@@ -303,6 +439,8 @@ class _ShardStore:
         self.buffer.append((files, features, failed))
 
     def flush(self) -> None:
+        """Write the buffered batches as one shard (in the background: the previous shard is
+        waited for first, so at most one is in flight)."""
         if not self.buffer:
             return
         files = [f for chunk in self.buffer for f in chunk[0]]
@@ -312,28 +450,49 @@ class _ShardStore:
         names = {name for chunk in self.buffer for name in chunk[1]}
         for name in names:
             arrays[f"blob:{name}"] = np.concatenate([c[1][name] for c in self.buffer if c[1]])
-        path = self.directory / f"shard-{self.next_number:06d}.npz"
+        path = self.directory / f"shard-{self.next_number:06d}{self.suffix}.npz"
         self.next_number += 1
-        _write_atomic(path, arrays)
         self.buffer = []
+        self._wait()
+        self.writing = self.writer.submit(_write_atomic, path, arrays)
+
+    def _wait(self) -> None:
+        if self.writing is not None:
+            writing, self.writing = self.writing, None
+            writing.result()
+
+    def close(self) -> None:
+        """Wait for the shard being written (its error, if any, is raised here)."""
+        try:
+            self._wait()
+        finally:
+            self.writer.shutdown(wait=True)
 
     def merge(self, output: Path, listing: list[str], blobs: list[str],
               row_shapes: dict[str, tuple[int, ...]]) -> list[tuple[str, str]]:
-        """Stream the shards into ``output`` (rows of files in ``listing`` only); returns the
-        failures."""
-        wanted = set(listing)
-        plan, files, failed = [], [], []
-        seen: set[str] = set()
-        for shard in self.shards():
+        """Stream the shards' rows into ``output`` in ``listing``'s order (files of the listing
+        only, each once); returns the failures, in that order too."""
+        shards = self.shards()
+        where: dict[str, tuple[int, int]] = {}
+        errors: dict[str, str] = {}
+        for number, shard in enumerate(shards):
             with np.load(shard, allow_pickle=False) as data:
                 names = data["files"].tolist()
-                keep = [i for i, n in enumerate(names) if n in wanted and n not in seen]
-                seen.update(names[i] for i in keep)
-                files += [names[i] for i in keep]
-                failed += [(str(a), str(b)) for a, b in data["failed"] if a in wanted]
-                shapes = {b: data[f"blob:{b}"].shape[1:] for b in blobs if names}
-            plan.append((shard, keep))
-            row_shapes.update(shapes)
+                for row, name in enumerate(names):
+                    where.setdefault(name, (number, row))
+                for name, error in data["failed"]:
+                    errors.setdefault(str(name), str(error))
+                if names:
+                    row_shapes.update({b: data[f"blob:{b}"].shape[1:] for b in blobs})
+        files = [name for name in listing if name in where]
+        failed = [(name, errors[name]) for name in listing if name in errors and name not in where]
+        plan: list[tuple[Path, list[int]]] = []
+        for name in files:
+            number, row = where[name]
+            if plan and plan[-1][0] == shards[number]:
+                plan[-1][1].append(row)
+            else:
+                plan.append((shards[number], [row]))
         writer = _write_npz if output.suffix.lower() == ".npz" else _write_safetensors
         tmp = output.with_name(output.name + ".tmp")
         writer(tmp, files, failed, blobs, row_shapes, plan)
@@ -342,11 +501,18 @@ class _ShardStore:
         return failed
 
 
-def _rows(plan, blob: str) -> Iterator[np.ndarray]:
-    for shard, keep in plan:
-        if keep:
+def _rows(plan, blob: str, cached: int = 8) -> Iterator[np.ndarray]:
+    """The rows of ``blob`` run by run of the plan (the last few shards' arrays kept, for runs
+    that alternate between shards after a resumed run)."""
+    arrays: OrderedDict[Path, np.ndarray] = OrderedDict()
+    for shard, rows in plan:
+        if shard not in arrays:
             with np.load(shard, allow_pickle=False) as data:
-                yield np.ascontiguousarray(data[f"blob:{blob}"][keep], dtype=np.float32)
+                arrays[shard] = data[f"blob:{blob}"]
+            if len(arrays) > cached:
+                arrays.popitem(last=False)
+        arrays.move_to_end(shard)
+        yield np.ascontiguousarray(arrays[shard][rows], dtype=np.float32)
 
 
 def _write_npz(path: Path, files, failed, blobs, row_shapes, plan) -> None:

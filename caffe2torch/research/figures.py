@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from caffe2torch.build import CaffeNet
+from caffe2torch.devices import as_input, as_numpy
 from caffe2torch.errors import Caffe2TorchError
 from caffe2torch.layers.registry import get_converter
 from caffe2torch.preprocess import ImageInput, Preprocessing, default_preprocessing
@@ -152,7 +153,7 @@ def layer_weights(net: CaffeNet, layer: str) -> np.ndarray:
 
 def _activation(net: CaffeNet, array: np.ndarray, name: str) -> np.ndarray:
     with torch.no_grad():
-        x = torch.from_numpy(array)
+        x = as_input(net, array)
         if name in net.caffe.layer_nodes:
             value = net.layer_outputs(x, layers=[name])[name][0]
         elif name in net.caffe.blob_nodes:
@@ -162,7 +163,7 @@ def _activation(net: CaffeNet, array: np.ndarray, name: str) -> np.ndarray:
             raise VisualizeError(f"no layer or blob named '{name}' in net "
                                  f"'{net.caffe.graph.name}'; its last layers with spatial "
                                  f"outputs: {spatial[-5:]}")
-    value = value.numpy()
+    value = as_numpy(value)
     if value.ndim != 4:
         raise VisualizeError(f"'{name}' gives a {'x'.join(map(str, value.shape))} output; "
                              "activations and heatmaps need a spatial (N, C, H, W) one such as "

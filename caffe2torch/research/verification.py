@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from caffe2torch.api import InputShapes, build, load_graph
+from caffe2torch.devices import as_input, as_numpy
 from caffe2torch.errors import Caffe2TorchError
 from caffe2torch.ir.graph import LayerNode, NetGraph
 from caffe2torch.preprocess import ImageInput, Preprocessing, default_preprocessing
@@ -123,18 +124,20 @@ class VerifyReport:
 def verify(net: str | os.PathLike[str], weights: str | os.PathLike[str], *,
            image: ImageInput | None = None, preprocessing: Preprocessing | None = None,
            tolerance: float = 1e-4, seed: int = 0, input_shapes: InputShapes | None = None,
-           phase: str = "TEST") -> VerifyReport:
+           phase: str = "TEST", device: str | torch.device | None = None,
+           dtype: str | torch.dtype | None = None) -> VerifyReport:
     """Run the converted net and OpenCV's on one input; compare every layer.
 
     The input is ``image`` preprocessed (``preprocessing``, else the net's defaults, see
     :func:`caffe2torch.preprocess.default_preprocessing`), else seeded standard-normal values
-    of the inputs' declared shapes.
+    of the inputs' declared shapes. ``device`` / ``dtype`` run the converted net there (OpenCV
+    runs on the CPU in float32; half precision needs a larger ``tolerance``).
     """
     cv2 = _import_opencv()
     graph = load_graph(net, input_shapes, phase=phase)
     inputs, described = _make_inputs(graph, image, preprocessing, seed)
     shapes = {name: tuple(value.shape) for name, value in inputs.items()}
-    model = build(net, weights, input_shapes=shapes, phase=phase)
+    model = build(net, weights, input_shapes=shapes, phase=phase, device=device, dtype=dtype)
     ours = _our_layer_outputs(model, inputs)
     report = VerifyReport(prototxt=str(net), weights=str(weights), input=described,
                           tolerance=tolerance, opencv_version=cv2.__version__)
@@ -191,9 +194,9 @@ def _make_inputs(graph: NetGraph, image: ImageInput | None, preprocessing: Prepr
 
 def _our_layer_outputs(model, inputs: Mapping[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
     with torch.no_grad():
-        tensors = {name: torch.from_numpy(value) for name, value in inputs.items()}
+        tensors = {name: as_input(model, value) for name, value in inputs.items()}
         outputs = model.layer_outputs(**tensors)
-    return {name: [top.numpy() for top in tops] for name, tops in outputs.items() if tops}
+    return {name: [as_numpy(top) for top in tops] for name, tops in outputs.items() if tops}
 
 
 def _opencv_layer_outputs(cv2, graph: NetGraph, prototxt: Path, weights: Path,
