@@ -260,6 +260,9 @@ class PythonConverter(Converter):
         return found
 
     def _anchors(self, layer: LayerNode):
+        problems = self.unsupported(layer)
+        if problems:  # a caller that did not ask first: the same findings, as our error
+            raise shape_error(layer, "; ".join(problems))
         params = parse_param_str(layer.param.python_param.param_str)
         return params["feat_stride"], py_faster_rcnn_anchors(
             16, params.get("ratios", (0.5, 1, 2)), params.get("scales", (8, 16, 32)))
