@@ -20,6 +20,7 @@ from caffe2torch.errors import (
     Caffe2TorchError,
     CaffemodelError,
     GraphError,
+    NetSizeError,
     PrototxtError,
     ShapeError,
     UnsupportedLayerError,
@@ -32,7 +33,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Caffe2TorchError", "CaffeNet", "CaffemodelError", "Converter", "GraphError",
-    "PrototxtError", "ShapeError", "UnsupportedLayerError", "WeightsError", "build",
+    "NetSizeError", "PrototxtError", "ShapeError", "UnsupportedLayerError", "WeightsError", "build",
     "load_definition", "load_graph", "load_weights", "read_caffemodel", "register_converter",
     "registered_types", "save_caffemodel", "write_caffemodel", "write_random_caffemodel",
 ]

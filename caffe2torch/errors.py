@@ -28,3 +28,7 @@ class CaffemodelError(Caffe2TorchError):
 
 class WeightsError(Caffe2TorchError):
     """Weights that do not fit the network (lists every missing, unexpected or mis-shaped blob)."""
+
+
+class NetSizeError(Caffe2TorchError):
+    """A net whose parameters (or a tensor its build makes) cannot fit in the memory available."""
