@@ -145,3 +145,15 @@ def test_an_allocation_the_estimate_misses_names_the_layer(write_net):
 def test_random_filler_bounds_are_checked_as_caffe_does(write_net, body, match):
     with pytest.raises(ShapeError, match=match):
         caffe2torch.build(_net(write_net, body))
+
+
+@pytest.mark.parametrize("ratio", ["0", "-2", "inf", "nan"])
+def test_prior_box_aspect_ratio_must_be_positive_and_finite(write_net, ratio):
+    """Was a ZeroDivisionError (1 / ratio with flip); Caffe has no CHECK and makes boxes of
+    side min_size * sqrt(ratio): infinite or NaN."""
+    path = _net(write_net, 'layer { name: "pb" type: "PriorBox" bottom: "data" top: "pb" '
+                           f'prior_box_param {{ min_size: 4 aspect_ratio: {ratio} flip: true '
+                           'img_size: 32 } }\n')
+    with pytest.raises(ShapeError, match=r"layer 'pb' \(PriorBox\).*aspect_ratio .*; expected a "
+                                         "finite ratio > 0"):
+        caffe2torch.load_graph(path)
