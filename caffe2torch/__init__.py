@@ -21,6 +21,7 @@ from caffe2torch.errors import (
     CaffemodelError,
     DeviceError,
     GraphError,
+    NetSizeError,
     PrototxtError,
     ShapeError,
     UnsupportedLayerError,
@@ -33,7 +34,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Caffe2TorchError", "CaffeNet", "CaffemodelError", "Converter", "DeviceError", "GraphError",
-    "PrototxtError", "ShapeError", "UnsupportedLayerError", "WeightsError", "build",
+    "NetSizeError", "PrototxtError", "ShapeError", "UnsupportedLayerError", "WeightsError",
+    "build",
     "load_definition", "load_graph", "load_weights", "read_caffemodel", "register_converter",
     "registered_types", "save_caffemodel", "write_caffemodel", "write_random_caffemodel",
 ]

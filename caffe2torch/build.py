@@ -11,6 +11,7 @@ from torch import fx, nn
 from caffe2torch.devices import Placement, place
 from caffe2torch.errors import Caffe2TorchError, ShapeError
 from caffe2torch.ir.graph import LayerNode, NetGraph
+from caffe2torch.ir.memory import allocation_guard, check_memory
 from caffe2torch.layers.registry import get_converter
 
 
@@ -158,9 +159,14 @@ def build_module(graph: NetGraph, *, deferred: bool = False) -> CaffeNet:
     rebuilds the rest. Loading a large caffemodel so costs one copy of each blob, not an
     initialisation of every parameter first.
     """
+    check_memory(graph)
     if deferred:
         with torch.device("meta"):
-            return build_module(graph)
+            return _build_module(graph)
+    return _build_module(graph)
+
+
+def _build_module(graph: NetGraph) -> CaffeNet:
     fx_graph = fx.Graph()
     modules: dict[str, nn.Module] = {}
     values: dict[str, fx.Node] = {}
@@ -170,7 +176,8 @@ def build_module(graph: NetGraph, *, deferred: bool = False) -> CaffeNet:
         if node.role == "input" or not node.tops:
             continue
         inputs = [graph.blobs[b].shape for b in node.bottoms]
-        modules[node.module_name] = get_converter(node.type).build(node, inputs)
+        with allocation_guard(graph, node):
+            modules[node.module_name] = get_converter(node.type).build(node, inputs)
         _emit(fx_graph, node, graph, values)
     outputs = [values[b] for b in graph.outputs]
     fx_graph.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
@@ -226,7 +233,8 @@ def rebuild_layer(net: CaffeNet, layer_name: str) -> nn.Module:
     if node is None:
         raise Caffe2TorchError(f"no layer named '{layer_name}' in net '{graph.name}'")
     inputs = [graph.blobs[b].shape for b in node.bottoms]
-    module = get_converter(node.type).build(node, inputs).train(net.training)
+    with allocation_guard(graph, node):
+        module = get_converter(node.type).build(node, inputs).train(net.training)
     net.add_submodule(node.module_name, module)
     return module
 

@@ -32,3 +32,7 @@ class WeightsError(Caffe2TorchError):
 
 class DeviceError(Caffe2TorchError):
     """A device that is not available here, or a dtype that device cannot run."""
+
+
+class NetSizeError(Caffe2TorchError):
+    """A net whose parameters (or a tensor its build makes) cannot fit in the memory available."""

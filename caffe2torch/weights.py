@@ -10,6 +10,7 @@ import numpy as np
 from caffe2torch.devices import CPU_FLOAT32, Placement, allocate, place
 from caffe2torch.errors import WeightsError
 from caffe2torch.ir.graph import LayerNode, NetGraph
+from caffe2torch.ir.memory import check_memory
 from caffe2torch.layers.registry import get_converter
 
 if TYPE_CHECKING:
@@ -172,6 +173,7 @@ def net_blobs(net: CaffeNet) -> list[tuple[str, str, list[np.ndarray]]]:
 
 def random_blobs(graph: NetGraph, seed: int = 0) -> list[tuple[str, str, list[np.ndarray]]]:
     """Random, well-scaled blobs for every layer with parameters (test models, benchmarks)."""
+    check_memory(graph)
     rng = np.random.default_rng(seed)
     return _every_layer(graph, lambda node, inputs: get_converter(node.type).random_blobs(
         node, inputs, rng))

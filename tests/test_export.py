@@ -534,7 +534,7 @@ def test_cli_naming_option(tiny_vgg, small, tmp_path, capsys):
 def test_module_docstring_lists_every_format():
     from caffe2torch import export as export_module
 
-    for suffix in export_module._FORMATS:
+    for suffix in export_module.EXPORTERS:
         assert suffix in export_module.__doc__, suffix
 
 
@@ -551,3 +551,28 @@ def test_recurrent_net_exports_at_its_declared_sequence_length(tmp_path):
     for a, b in zip(expected if isinstance(expected, tuple) else (expected,),
                     got if isinstance(got, tuple) else (got,)):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_a_format_registers_by_extension(tmp_path, small):
+    """Adding a format is one registered writer: export() and check_output() then know it; an
+    extension registered twice is refused."""
+    from caffe2torch.export import EXPORTERS, check_output, register_exporter
+
+    @register_exporter(".npz", takes_naming=True)
+    def export_npz(net, path, *, naming="caffe"):
+        np.savez(path, **{k: v.numpy() for k, v in named_state_dict(net, naming).items()})
+        return path
+
+    try:
+        net = caffe2torch.build(small[0])
+        assert check_output(tmp_path / "w.NPZ") == ".npz"
+        written = export(net, tmp_path / "sub" / "w.npz")
+        assert sorted(np.load(written)) == sorted(net.state_dict())
+        with pytest.raises(ValueError, match="already registered"):
+            register_exporter(".npz")(export_npz)
+        with pytest.raises(ValueError, match="already registered"):
+            register_exporter(".pt")(export_npz)
+    finally:
+        EXPORTERS.pop(".npz")
+    with pytest.raises(Caffe2TorchError, match="unknown output format '.npz'"):
+        check_output(tmp_path / "w.npz")

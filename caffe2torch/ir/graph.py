@@ -261,11 +261,18 @@ class _GraphBuilder:
     def _produce(self, node: LayerNode, slot: int, top: str) -> str:
         in_place = slot < len(node.param.bottom) and node.param.bottom[slot] == top
         if top in self.latest and not in_place:
-            producer = self.layers[self.blobs[self.latest[top]].producer].name \
-                if self.blobs[self.latest[top]].producer >= 0 else "?"
-            self.problems.append(f"layer '{node.name}' ({node.type}) writes top '{top}', which "
-                                 f"layer '{producer}' already produces (a top may be reused "
-                                 "only in place, as the bottom at the same index)")
+            producer = self.blobs[self.latest[top]].producer
+            if producer == len(self.layers):  # an earlier top of this very layer
+                first = list(node.param.top).index(top)
+                self.problems.append(
+                    f"layer '{node.name}' ({node.type}) lists top '{top}' twice (tops {first} "
+                    f"and {slot}); Caffe rejects this ('produced by multiple sources'): each top "
+                    "must be a distinct blob, or the bottom at the same index (in place)")
+            else:
+                self.problems.append(
+                    f"layer '{node.name}' ({node.type}) writes top '{top}', which layer "
+                    f"'{self.layers[producer].name}' already produces (a top may be reused only "
+                    "in place, as the bottom at the same index)")
         if in_place and top in self.latest:
             earlier = self.readers.get(self.latest[top], [])[:-1]
             if earlier:

@@ -53,7 +53,8 @@ class PReLUConverter(Converter):
     def build(self, layer: LayerNode, inputs: Sequence[Shape]) -> PReLU:
         p = layer.param.prelu_param
         module = PReLU(inputs[0][1], p.channel_shared)
-        fill_from_filler(module.weight, p.filler if p.HasField("filler") else None, 0.25)
+        fill_from_filler(module.weight, p.filler if p.HasField("filler") else None, 0.25,
+                         layer)
         return module
 
     def random_blobs(self, layer: LayerNode, inputs: Sequence[Shape],

@@ -7,6 +7,7 @@ filler type leaves the default constant, since a caffemodel normally replaces th
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,10 +24,20 @@ Shape = tuple[int, ...]
 
 
 def fill_from_filler(tensor: torch.Tensor, filler: caffe_pb2.FillerParameter | None,
-                     default: float) -> None:
-    """Initialise ``tensor`` as Caffe's constant/uniform/gaussian filler, else ``default``."""
+                     default: float, layer: LayerNode) -> None:
+    """Initialise ``tensor`` as Caffe's constant/uniform/gaussian filler, else ``default``;
+    the random fillers' bounds are checked as Caffe's caffe_rng_uniform / caffe_rng_gaussian
+    CHECK them (min <= max, std > 0), and must be finite."""
+    kind = filler.type if filler is not None else ""
+    if kind == "uniform" and not (math.isfinite(filler.min) and math.isfinite(filler.max)
+                                  and filler.min <= filler.max):
+        raise shape_error(layer, f"uniform filler has min {filler.min} and max {filler.max}; "
+                                 "expected finite values with min <= max")
+    if kind == "gaussian" and not (math.isfinite(filler.mean) and math.isfinite(filler.std)
+                                   and filler.std > 0):
+        raise shape_error(layer, f"gaussian filler has mean {filler.mean} and std "
+                                 f"{filler.std}; expected finite values with std > 0")
     with torch.no_grad():
-        kind = filler.type if filler is not None else ""
         if kind == "constant":
             tensor.fill_(filler.value)
         elif kind == "uniform":
@@ -143,9 +154,10 @@ class ScaleConverter(Converter):
         axis, shape = self._operand(layer, inputs)
         module = Scale(axis, shape, bias=p.bias_term, from_bottom=len(inputs) == 2)
         if module.weight is not None:
-            fill_from_filler(module.weight, p.filler if p.HasField("filler") else None, 1.0)
+            fill_from_filler(module.weight, p.filler if p.HasField("filler") else None, 1.0,
+                             layer)
         if module.bias is not None:
-            fill_from_filler(module.bias, p.bias_filler, 0.0)
+            fill_from_filler(module.bias, p.bias_filler, 0.0, layer)
         return module
 
     def random_blobs(self, layer: LayerNode, inputs: Sequence[Shape],
@@ -179,7 +191,7 @@ class BiasConverter(Converter):
         axis, shape = self._operand(layer, inputs)
         module = Bias(axis, shape, from_bottom=len(inputs) == 2)
         if module.bias is not None:
-            fill_from_filler(module.bias, layer.param.bias_param.filler, 0.0)
+            fill_from_filler(module.bias, layer.param.bias_param.filler, 0.0, layer)
         return module
 
 

@@ -19,6 +19,7 @@ windows Caffe writes on the side) do not change the top and are ignored.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -61,6 +62,9 @@ def _check_prior_box(layer: LayerNode) -> None:
         bad = [v for v in values if not v > 0]
         if bad:
             raise shape_error(layer, f"{name} {bad[0]:g}; expected > 0")
+    bad = [v for v in p.aspect_ratio if not 0 < v < math.inf]
+    if bad:  # Caffe has no CHECK here: its boxes of side min_size * sqrt(ratio) are inf or NaN
+        raise shape_error(layer, f"aspect_ratio {bad[0]:g}; expected a finite ratio > 0")
     if p.max_size and len(p.max_size) != len(p.min_size):
         raise shape_error(layer, f"{len(p.max_size)} max_size for {len(p.min_size)} min_size; "
                                  "expected as many")
