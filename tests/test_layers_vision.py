@@ -326,6 +326,43 @@ def test_pooling_kernel_over_input(tmp_path):
                       {"data": sample(SHAPE)}, ["pool"])
 
 
+def test_pooling_clip_rule_applies_to_both_axes(tmp_path):
+    """Caffe clips the last window of BOTH axes when either pad is non-zero: 7x8, kernel 2,
+    stride 4, pad_h 1, pad_w 0 gives 2x2 (real Caffe; golden pool_clip_rule). OpenCV clips only
+    a padded axis and says 2x3."""
+    text = net_text(layer("pool", "Pooling", "pooling_param { pool: MAX kernel_size: 2 stride: 4 "
+                                             "pad_h: 1 pad_w: 0 }"), shape=(2, 3, 7, 8))
+    net, _ = check_three_ways(tmp_path, text, ["pool"], _pool_expected(
+        "MAX", (2, 2), (4, 4), (1, 0), True), shape=(2, 3, 7, 8), opencv=False)
+    assert inferred(net, "pool") == (2, 3, 2, 2)
+    pytest.importorskip("cv2")
+    theirs = opencv_layers(tmp_path / "net.prototxt", tmp_path / "net.caffemodel",
+                           {"data": sample((2, 3, 7, 8))}, ["pool"])
+    assert theirs["pool"].shape == (2, 3, 2, 3)
+
+
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+@pytest.mark.parametrize("seed", range(3))
+def test_pooling_asymmetric_geometries(method, seed):
+    """Random kernel / stride / pad per axis (one pad often 0) on random sizes: the module and
+    the shape rule follow the spec, which follows PoolingLayer::Reshape."""
+    from caffe2torch.modules.pooling import caffe_pool2d, pooled_hw
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(20):
+        kernel = tuple(int(k) for k in rng.integers(1, 5, 2))
+        stride = tuple(int(s) for s in rng.integers(1, 6, 2))
+        pad = tuple(int(rng.integers(0, k)) if rng.random() < 0.6 else 0 for k in kernel)
+        size = tuple(int(n) for n in rng.integers(max(kernel), 14, 2))
+        ceil = bool(rng.random() < 0.8)
+        x = sample((2, 3, *size), seed)
+        expected = ref.pooling(x, method, kernel, stride, pad, ceil)
+        expected = expected[0] if method == "MAX" else expected
+        got = caffe_pool2d(torch.from_numpy(x), method, kernel, stride, pad, ceil).numpy()
+        what = f"{method} size {size} kernel {kernel} stride {stride} pad {pad} ceil {ceil}"
+        assert pooled_hw(size, kernel, pad, stride, ceil) == expected.shape[2:], what
+        assert_ref(got, expected, what=what)
+
+
 def test_max_pooling_mask_top(tmp_path):
     """The second top holds the flat h * W + w index of the first maximum (ties to the first in
     row-major order), as float, and -1 for a window that holds no pixel."""

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from caffe2torch.ir.graph import LayerNode
 from caffe2torch.layers._common import expect_bottoms
 from caffe2torch.layers.registry import Converter, register_converter, shape_error
-from caffe2torch.modules.pooling import CaffePool2d, pooled_size
+from caffe2torch.modules.pooling import CaffePool2d, pooled_hw
 from caffe2torch.proto import caffe_pb2
 
 Shape = tuple[int, ...]
@@ -94,9 +94,7 @@ class PoolingConverter(Converter):
         if geometry is None:
             return (1, 1)
         kernel, stride, pad = geometry
-        ceil = rounds_up(layer)
-        return tuple(pooled_size(n, k, pd, s, ceil)  # type: ignore[return-value]
-                     for n, k, pd, s in zip(shape[2:], kernel, pad, stride))
+        return pooled_hw((shape[2], shape[3]), kernel, pad, stride, rounds_up(layer))
 
     def build(self, layer: LayerNode, inputs: Sequence[Shape]) -> CaffePool2d:
         p = layer.param.pooling_param

@@ -28,13 +28,26 @@ FLT_MIN = 1.1754943508222875e-38  # Caffe's StoPoolForwardTest starts its sum at
 Pair = tuple[int, int]
 
 
-def pooled_size(size: int, kernel: int, pad: int, stride: int, ceil: bool) -> int:
-    """Caffe's pooled length: ceil/floor rounding, then the clip rule when padded."""
+def pooled_size(size: int, kernel: int, pad: int, stride: int, ceil: bool,
+                padded: bool | None = None) -> int:
+    """Caffe's pooled length along one axis: ceil/floor rounding, then the clip rule.
+
+    PoolingLayer::Reshape clips when the layer is padded on EITHER axis (``if (pad_h_ ||
+    pad_w_)``), and then clips both axes, each with its own pad (which may be 0): ``padded`` says
+    whether any axis of the layer is padded (default: this axis's pad).
+    """
     span = size + 2 * pad - kernel
     pooled = (math.ceil(span / stride) if ceil else span // stride) + 1
-    if pad > 0 and (pooled - 1) * stride >= size + pad:
+    if (pad > 0 if padded is None else padded) and (pooled - 1) * stride >= size + pad:
         pooled -= 1
     return pooled
+
+
+def pooled_hw(size: Pair, kernel: Pair, pad: Pair, stride: Pair, ceil: bool) -> Pair:
+    """Caffe's pooled (H, W): the clip rule applies to both axes when either is padded."""
+    padded = any(pad)
+    return (pooled_size(size[0], kernel[0], pad[0], stride[0], ceil, padded),
+            pooled_size(size[1], kernel[1], pad[1], stride[1], ceil, padded))
 
 
 def _ave_divisor(size: int, pooled: int, kernel: int, pad: int, stride: int) -> list[float]:
@@ -48,8 +61,7 @@ def caffe_pool2d(x: torch.Tensor, method: str, kernel: Pair, stride: Pair, pad: 
     """Caffe pooling of the last two axes of ``x``; MAX ``with_mask`` also returns Caffe's mask
     (the flat ``h * W + w`` index of the maximum, as float, -1 for an empty window)."""
     height, width = x.shape[-2], x.shape[-1]
-    pooled = (pooled_size(height, kernel[0], pad[0], stride[0], ceil),
-              pooled_size(width, kernel[1], pad[1], stride[1], ceil))
+    pooled = pooled_hw((height, width), kernel, pad, stride, ceil)
     if method == "STOCHASTIC":
         return _stochastic(x, kernel, stride, pooled)
     right = [max(0, (o - 1) * s + k - n - p) for o, s, k, n, p in
@@ -143,8 +155,7 @@ def spp_output_sizes(height: int, width: int, levels: int) -> list[Pair]:
     sizes = []
     for level in range(levels):
         kernel, pad = spp_level(height, width, level)
-        sizes.append((pooled_size(height, kernel[0], pad[0], kernel[0], True),
-                      pooled_size(width, kernel[1], pad[1], kernel[1], True)))
+        sizes.append(pooled_hw((height, width), kernel, pad, kernel, True))
     return sizes
 
 

@@ -96,21 +96,27 @@ def deconvolution(x, weight, bias, stride, pad, dilation, group):
     return y
 
 
-def pooled_size(size, kernel, pad, stride, ceil=True):
-    """PoolingLayer::Reshape: float ceil/floor of the span, then the clip rule if padded."""
-    span = float(size + 2 * pad - kernel) / stride
-    pooled = int(math.ceil(span) if ceil else math.floor(span)) + 1
-    if pad and (pooled - 1) * stride >= size + pad:
-        pooled -= 1
-    return pooled
+def pooled_shape(h, w, kernel, stride, pad, ceil=True):
+    """PoolingLayer::Reshape: float ceil/floor of each span; then ``if (pad_h_ || pad_w_)`` the
+    clip rule on BOTH axes, each with its own pad (one axis's pad may be 0)."""
+    def rounded(size, k, p, s):
+        span = np.float32(size + 2 * p - k) / np.float32(s)
+        return int(math.ceil(span) if ceil else math.floor(span)) + 1
+    ph = rounded(h, kernel[0], pad[0], stride[0])
+    pw = rounded(w, kernel[1], pad[1], stride[1])
+    if pad[0] or pad[1]:
+        if (ph - 1) * stride[0] >= h + pad[0]:
+            ph -= 1
+        if (pw - 1) * stride[1] >= w + pad[1]:
+            pw -= 1
+    return ph, pw
 
 
 def pooling(x, method, kernel, stride, pad, ceil=True):
     """PoolingLayer::Forward_cpu (MAX with the mask top, AVE) and StoPoolForwardTest (GPU)."""
     x = np.asarray(x, np.float64)
     n, c, h, w = x.shape
-    ph_n = pooled_size(h, kernel[0], pad[0], stride[0], ceil)
-    pw_n = pooled_size(w, kernel[1], pad[1], stride[1], ceil)
+    ph_n, pw_n = pooled_shape(h, w, kernel, stride, pad, ceil)
     top = np.zeros((n, c, ph_n, pw_n))
     mask = np.full((n, c, ph_n, pw_n), -1.0)
     for ph in range(ph_n):
