@@ -132,3 +132,35 @@ def test_degenerate_pooling_fixture_shows_caffe_quirks() -> None:
     assert (blobs["max_zero_size"][:, :, 1, :] == -FLT_MAX).all()    # empty window at h = H
     assert np.isnan(blobs["ave_zero_size"][:, :, 1, :]).all()        # 0 / 0
     assert np.isfinite(blobs["ave_zero_size"][:, :, 0, :]).all()
+
+
+REFUSED = sorted((GOLDEN / "refused").glob("*.prototxt"))
+
+
+def _ours_pattern(prototxt: Path) -> str:
+    first = prototxt.read_text().splitlines()[0]
+    assert first.startswith("# ours: "), f"{prototxt.name}: first line must be '# ours: <regex>'"
+    return first.removeprefix("# ours: ")
+
+
+@pytest.mark.parametrize("prototxt", REFUSED, ids=[p.stem for p in REFUSED])
+def test_caffe_refuses(prototxt: Path) -> None:
+    """Nets real Caffe refuses (its failed CHECK is recorded in refused.json by make_goldens.py)
+    are refused by us too, with our own error naming the layer and Caffe's rule."""
+    import json
+    import re
+
+    recorded = json.loads((GOLDEN / "refused.json").read_text())
+    assert prototxt.stem in recorded, f"{prototxt.stem}: no Caffe refusal recorded; rerun " \
+        "make_goldens.py"
+    with pytest.raises(caffe2torch.Caffe2TorchError) as info:
+        caffe2torch.build(prototxt)
+    assert re.search(_ours_pattern(prototxt), str(info.value), re.S), \
+        f"our message:\n{info.value}\nCaffe's: {recorded[prototxt.stem]}"
+
+
+def test_every_refused_net_is_recorded() -> None:
+    import json
+
+    recorded = json.loads((GOLDEN / "refused.json").read_text())
+    assert sorted(recorded) == sorted(p.stem for p in REFUSED)

@@ -82,9 +82,12 @@ class PoolingConverter(Converter):
         pooled = self._pooled(layer, shape)
         out = (shape[0], shape[1], *pooled)
         p = layer.param.pooling_param
-        n_tops = len(layer.tops) or len(layer.param.top)
-        if n_tops == 2 and p.pool != P.MAX:
-            raise shape_error(layer, "a second (mask) top exists only for MAX pooling")
+        n_tops = len(layer.param.top)
+        most = 2 if p.pool == P.MAX else 1  # PoolingLayer::MinTopBlobs / MaxTopBlobs
+        if not 1 <= n_tops <= most:
+            why = "MAX takes 1 or 2 (the second is the mask)" if most == 2 else \
+                f"{P.PoolMethod.Name(p.pool)} takes exactly 1 (a mask top exists only for MAX)"
+            raise shape_error(layer, f"has {n_tops} top(s); Caffe's Pooling {why}")
         if min(pooled) <= 0:
             raise shape_error(layer, f"input {shape} gives an empty output {out}")
         return [out] * n_tops

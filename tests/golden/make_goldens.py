@@ -15,6 +15,10 @@ How to rerun (from the repository root)::
     ~/.cache/caffe-oracle/venv/bin/caffe-python tests/golden/make_goldens.py          # all nets
     ~/.cache/caffe-oracle/venv/bin/caffe-python tests/golden/make_goldens.py lrn mvn  # some nets
 
+Nets Caffe must refuse live in ``refused/<net>.prototxt``: each runs in its own process, and the
+last glog FATAL/ERROR line (the failed CHECK) is recorded in ``refused.json``; a net that Caffe
+runs fails the script. Naming only refused nets on the command line rerecords just those.
+
 The Caffe built there is the brocolli fork of BVLC Caffe (see the script's header): Pooling spells
 floor rounding ``ceil_mode: false`` (BVLC: ``round_mode: FLOOR``), and Clip / Swish are missing, so
 the nets here use neither. Each net runs in its own process, because a failed CHECK aborts Caffe.
@@ -169,10 +173,56 @@ def make_one(net_name: str) -> None:
     write_npz(HERE / f"{net_name}.npz", arrays)
 
 
+REFUSED = HERE / "refused"  # nets Caffe must refuse: refused/<net>.prototxt
+_GLOG_PREFIX = re.compile(r"^[FE]\d{8} [\d:.]+ +\d+ ([\w.]+):\d+\] ")
+
+
+def try_refused(net_name: str) -> None:
+    """Child process: set up and run a net Caffe should refuse (a failed CHECK aborts here)."""
+    import caffe
+
+    caffe.set_mode_cpu()
+    net = caffe.Net(str(REFUSED / f"{net_name}.prototxt"), caffe.TEST)
+    net.forward()
+
+
+def record_refusals(wanted: list[str] | None, env: dict[str, str]) -> list[str]:
+    """Run every refused/ net in its own process; write refused.json {net: Caffe's message}.
+    A net that Caffe runs is reported as failed (and left out of the file)."""
+    import json
+
+    path = HERE / "refused.json"
+    found = json.loads(path.read_text()) if path.exists() else {}
+    nets = sorted(p.stem for p in REFUSED.glob("*.prototxt"))
+    found = {k: v for k, v in found.items() if k in nets}
+    failed = []
+    for name in nets if wanted is None else [n for n in wanted if n in nets]:
+        result = subprocess.run([sys.executable, __file__, "--refused-one", name], env=env,
+                                capture_output=True, text=True)
+        lines = [_GLOG_PREFIX.sub(r"\1: ", line) for line in result.stderr.splitlines()
+                 if _GLOG_PREFIX.match(line)]
+        if result.returncode == 0 or not lines:
+            failed.append(name)
+            print(f"FAILED {name}: Caffe did not refuse it (exit {result.returncode})",
+                  file=sys.stderr)
+            continue
+        found[name] = lines[-1]
+        print(f"refused {name}: {lines[-1]}")
+    path.write_text(json.dumps(dict(sorted(found.items())), indent=1) + "\n")
+    return failed
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--one"]:
         make_one(argv[1])
         return 0
+    if argv[:1] == ["--refused-one"]:
+        try_refused(argv[1])
+        return 0
+    refused = sorted(p.stem for p in REFUSED.glob("*.prototxt"))
+    if argv and set(argv) <= set(refused):
+        env = dict(os.environ, GLOG_minloglevel="0")
+        return 1 if record_refusals(argv, env) else 0
     all_nets = sorted(p.stem for p in NETS.glob("*.prototxt"))
     wanted = argv or all_nets
     unknown = sorted(set(wanted) - set(all_nets))
@@ -198,6 +248,8 @@ def main(argv: list[str]) -> int:
         print(f"ok {name}: {sizes / 1024:.1f} KiB")
     total = sum(p.stat().st_size for p in HERE.glob("*") if p.suffix in (".npz", ".caffemodel"))
     print(f"fixtures: {total / 1024:.1f} KiB in all")
+    if not argv:
+        failed += record_refusals(None, dict(env, GLOG_minloglevel="0"))
     if failed:
         print(f"failed: {failed}", file=sys.stderr)
     return 1 if failed else 0
