@@ -299,14 +299,22 @@ def test_global_pooling(tmp_path, method):
     ("kernel_h: 2 kernel_w: 3 stride_h: 3 stride_w: 2", (2, 3), (3, 2)),
 ])
 def test_stochastic_pooling_test_time(tmp_path, params, kernel, stride):
-    """STOCHASTIC at test time: Caffe's CPU code is NOT_IMPLEMENTED; this follows the GPU kernel
-    StoPoolForwardTest, sum(x^2) / (FLT_MIN + sum(x)). OpenCV does not implement it either."""
+    """STOCHASTIC at test time: Caffe's CPU code is NOT_IMPLEMENTED; this follows BVLC master's
+    GPU kernel StoPoolForwardTest, sum > 0 ? sum(x^2) / sum(x) : 0 (rc3 and the oracle fork
+    divide by FLT_MIN + sum). OpenCV does not implement it either."""
     text = net_text(layer("pool", "Pooling", f"pooling_param {{ pool: STOCHASTIC {params} }}"))
     proto, model, net = make_net(tmp_path, text)
     x = np.abs(sample(SHAPE, 3))  # stochastic pooling expects non-negative activations
     out = run(net, x, ["pool"])["pool"]
     assert_ref(out, ref.pooling(x, "STOCHASTIC", kernel, stride, (0, 0)))
     assert inferred(net, "pool") == out.shape
+    # mixed signs and an all-zero window: 0 wherever the window's sum is not positive
+    mixed = sample(SHAPE, 4)
+    mixed[0, 0] = 0.0
+    out = run(net, mixed, ["pool"])["pool"]
+    expected = ref.pooling(mixed, "STOCHASTIC", kernel, stride, (0, 0))
+    assert_ref(out, expected, rel=1e-3)  # float32 sums of mixed signs cancel
+    assert (out[0, 0] == 0).all() and (expected < 0).sum() == 0 and (out == 0).sum() > 10
     cv2 = pytest.importorskip("cv2")
     with pytest.raises(cv2.error, match="Not implemented"):
         opencv_layers(proto, model, {"data": x}, ["pool"])

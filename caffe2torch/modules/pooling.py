@@ -9,7 +9,10 @@ Caffe's PoolingLayer (pooling_layer.cpp) windows start at ``i * stride - pad``:
   the ceil overhang does not), measured before clipping to the image, so an overhang window may
   divide by 0 (NaN) or by a negative count (-0), as Caffe does.
 - STOCHASTIC at test time is implemented only by Caffe's GPU kernel (StoPoolForwardTest; the CPU
-  path is NOT_IMPLEMENTED): ``sum(x^2) / (FLT_MIN + sum(x))`` over the unpadded window.
+  path is NOT_IMPLEMENTED). This follows BVLC master (since commit d17fbea, "avoid divide by
+  zeros", in 1.0): ``sum > 0 ? sum(x^2) / sum(x) : 0`` over the unpadded window, so a window
+  whose sum is <= 0 (or NaN) gives 0. rc3 and the brocolli/inisis fork divide by
+  ``FLT_MIN + sum(x)`` instead, which differs there (negative for a negative sum).
 torch's own pooling differs in the last-window rule and rejects pad > kernel / 2, so the input is
 padded explicitly here and torch pools with no padding of its own.
 """
@@ -24,7 +27,6 @@ from torch import nn
 from caffe2torch.errors import ShapeError
 
 FLT_MAX = 3.4028234663852886e38  # Caffe fills MAX outputs with -FLT_MAX before the scan
-FLT_MIN = 1.1754943508222875e-38  # Caffe's StoPoolForwardTest starts its sum at FLT_MIN
 Pair = tuple[int, int]
 
 
@@ -93,13 +95,16 @@ def _max(padded, kernel, stride, pad, pooled, width, with_mask):
 
 
 def _stochastic(x, kernel, stride, pooled):
-    """Caffe's test-time stochastic pooling (GPU kernel): sum(x^2) / (FLT_MIN + sum(x))."""
+    """BVLC's test-time stochastic pooling (GPU kernel): sum > 0 ? sum(x^2) / sum(x) : 0."""
     right = [max(0, (o - 1) * s + k - n) for o, s, k, n in
              zip(pooled, stride, kernel, x.shape[-2:])]
     padded = F.pad(x, (0, right[1], 0, right[0])) if any(right) else x
     squares = F.avg_pool2d(padded * padded, kernel, stride, divisor_override=1)
-    total = F.avg_pool2d(padded, kernel, stride, divisor_override=1) + FLT_MIN
-    return (squares / total)[..., :pooled[0], :pooled[1]]
+    total = F.avg_pool2d(padded, kernel, stride, divisor_override=1)
+    positive = total > 0
+    out = torch.where(positive, squares / torch.where(positive, total, 1.0),
+                      torch.zeros_like(total))
+    return out[..., :pooled[0], :pooled[1]]
 
 
 class CaffePool2d(nn.Module):

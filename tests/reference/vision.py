@@ -1,8 +1,8 @@
 """Numpy specs of Caffe's vision layers, transcribed from BVLC Caffe's C++ loops.
 
 Sources: src/caffe/util/im2col.cpp (im2col_nd_cpu / col2im_nd_cpu), base_conv_layer.cpp,
-conv_layer.cpp, deconv_layer.cpp, pooling_layer.cpp (+ pooling_layer.cu for STOCHASTIC at test
-time), lrn_layer.cpp, spp_layer.cpp. Blobs are (N, C, *spatial); values are computed in float64.
+conv_layer.cpp, deconv_layer.cpp, pooling_layer.cpp (+ BVLC master's pooling_layer.cu for
+STOCHASTIC at test time), lrn_layer.cpp, spp_layer.cpp. Blobs are (N, C, *spatial); values are computed in float64.
 Everything loops the way Caffe does, only vectorised over the batch and channel axes.
 """
 from __future__ import annotations
@@ -136,10 +136,12 @@ def pooling(x, method, kernel, stride, pad, ceil=True):
                 window = x[:, :, max(hs, 0):min(he, h), max(ws, 0):min(we, w)]
                 with np.errstate(invalid="ignore", divide="ignore"):
                     top[:, :, ph, pw] = window.sum(axis=(2, 3)) / size
-            else:  # STOCHASTIC, test time: no padding, sum starts at FLT_MIN
+            else:  # STOCHASTIC, test time (BVLC master): no padding, 0 unless the sum is > 0
                 window = x[:, :, hs:min(hs + kernel[0], h), ws:min(ws + kernel[1], w)]
-                top[:, :, ph, pw] = (window ** 2).sum(axis=(2, 3)) / \
-                    (FLT_MIN + window.sum(axis=(2, 3)))
+                total = window.sum(axis=(2, 3))
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    top[:, :, ph, pw] = np.where(total > 0, (window ** 2).sum(axis=(2, 3)) /
+                                                 total, 0.0)
     return (top, mask) if method == "MAX" else top
 
 
