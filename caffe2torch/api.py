@@ -13,7 +13,7 @@ from caffe2torch.io.prototxt import read_prototxt
 from caffe2torch.io.upgrade import NetDefinition, upgrade_net
 from caffe2torch.ir.graph import NetGraph, build_graph
 from caffe2torch.ir.shapes import infer_shapes
-from caffe2torch.layers.registry import get_converter, is_supported
+from caffe2torch.layers.registry import get_converter, is_supported, shared_data
 from caffe2torch.proto import caffe_pb2
 from caffe2torch.weights import WeightsReport, bind_weights, net_blobs, random_blobs
 
@@ -40,7 +40,7 @@ def load_graph(net: NetSource, input_shapes: InputShapes | None = None, *, phase
     """
     definition = load_definition(net)
     graph = build_graph(definition, phase=phase, stages=tuple(stages), level=level,
-                        supported=is_supported, check=check)
+                        supported=is_supported, check=check, shares=shared_data)
     _check_parameter_values(graph, check)
     if not graph.problems:
         try:
@@ -56,8 +56,11 @@ def _check_parameter_values(graph: NetGraph, check: bool) -> None:
     found = []
     for node in graph.layers:
         if node.role == "compute" and is_supported(node.type):
+            converter = get_converter(node.type)
             found += [f"layer '{node.name}' ({node.type}): {why}"
-                      for why in get_converter(node.type).unsupported(node)]
+                      for why in converter.unsupported(node)]
+            graph.notes += [f"layer '{node.name}' ({node.type}): {why}"
+                            for why in converter.accepted(node)]
     graph.problems += found
     graph.unsupported += found
     if check and found:

@@ -31,6 +31,27 @@ def infer_shapes(graph: NetGraph, input_shapes: Mapping[str, Sequence[int]] | No
                              f"but declares {len(node.tops)} top(s)")
         for top, shape in zip(node.tops, tops, strict=True):
             graph.blobs[top].shape = tuple(int(d) for d in shape)
+        for blob_id in node.alias_tops:
+            _alias_shape(graph, node, blob_id)
+
+
+def _alias_shape(graph: NetGraph, node: LayerNode, blob_id: str) -> None:
+    """A blob sharing memory with an in-place top keeps its own shape, and must keep its size."""
+    written, previous = graph.blobs[blob_id].alias_of  # type: ignore[misc]
+    shape, source = graph.blobs[previous].shape, graph.blobs[written].shape
+    if shape is None or source is None or _count(shape) != _count(source):
+        raise ShapeError(
+            f"layer '{node.name}' ({node.type}): writes '{graph.blobs[written].name}' in place "
+            f"with shape {source}, but '{graph.blobs[blob_id].name}' shares its memory with "
+            f"shape {shape}; an in-place write must keep the blob's size")
+    graph.blobs[blob_id].shape = shape
+
+
+def _count(shape: Shape) -> int:
+    total = 1
+    for d in shape:
+        total *= d
+    return total
 
 
 def _input_shape(graph: NetGraph, node: LayerNode, top: str, declared: PartialShape,

@@ -54,6 +54,10 @@ class ConcatConverter(Converter):
     def build(self, layer: LayerNode, inputs: Sequence[Shape]) -> Concat:
         return Concat(concat_axis(layer, len(inputs[0])))
 
+    def shares_data(self, layer: LayerNode) -> list[tuple[int, int]]:
+        # ConcatLayer::Reshape: one bottom -> top[0]->ShareData(*bottom[0])
+        return [(0, 0)] if len(layer.param.bottom) == 1 and layer.param.top else []
+
 
 @register_converter
 class SplitConverter(Converter):
@@ -67,6 +71,9 @@ class SplitConverter(Converter):
 
     def build(self, layer: LayerNode, inputs: Sequence[Shape]) -> Split:
         return Split(len(layer.param.top))
+
+    def shares_data(self, layer: LayerNode) -> list[tuple[int, int]]:
+        return [(i, 0) for i in range(len(layer.param.top))]  # SplitLayer::Forward_cpu
 
 
 @register_converter
@@ -95,3 +102,6 @@ class FlattenConverter(Converter):
 
     def build(self, layer: LayerNode, inputs: Sequence[Shape]) -> Flatten:
         return Flatten(*self._axes(layer, len(inputs[0])))
+
+    def shares_data(self, layer: LayerNode) -> list[tuple[int, int]]:
+        return [(0, 0)]  # FlattenLayer::Forward_cpu: top[0]->ShareData(*bottom[0])
