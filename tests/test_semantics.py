@@ -146,3 +146,23 @@ def test_in_place_eltwise(write_net, bottoms, aliased, operation, coeffs):
         np.testing.assert_allclose(out, rest, rtol=1e-5, atol=1e-6)
     if aliased == (0,) and operation == "MAX":
         np.testing.assert_array_equal(out, np.maximum.reduce([values[b] for b in bottoms[1:]]))
+
+
+def test_lrn_across_channels_keeps_caffes_running_sum():
+    """Channel 0 = 1e4, the others 0.01, alpha 1: Caffe's running sum (add the head, subtract
+    the tail, in float32) loses the small terms to 1 + 2e7's rounding and then cancels to 0 and
+    below: real Caffe (brocolli 9.0.2, CPU) gives 3.3437017e-02, 3.3437015e-08 (twice), inf,
+    NaN, NaN along the channels, where the exact window sums would give finite values."""
+    from reference import vision as vref
+
+    from caffe2torch.modules.lrn import CaffeLRN
+    x = np.full((2, 6, 3, 4), 0.01, np.float32)
+    x[:, 0] = 1e4
+    with torch.no_grad():
+        out = CaffeLRN(5, 1.0, 0.75, 1.0)(torch.from_numpy(x)).numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expected = vref.lrn(x, 5, 1.0, 0.75, 1.0)
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    np.testing.assert_allclose(out[0, :3, 0, 0], [3.3437017e-02, 3.3437015e-08, 3.3437015e-08],
+                               rtol=1e-6)
+    assert np.isposinf(out[:, 3]).all() and np.isnan(out[:, 4:]).all()

@@ -66,6 +66,8 @@ INPUTS = {
     "batch_reindex": {"permutation": ("values", [1, 0, 1])},
     "embed": {"idx": ("integers", 0, 7)},
     "filter": {"selector": ("values", [[1], [0], [1], [1]])},
+    "lrn_running_sum": {"spiky": ("channel_scales", [1e4, 0.01, 0.01, 0.01, 300.0, 0.01, 0.01,
+                                                     0.01, 1.0])},
     "mvn": {"data": ("normal", 3.0, 2.0)},
     "recurrent": {
         "cont": ("values", [[0, 0], [1, 1], [1, 0], [1, 1]]),
@@ -91,6 +93,9 @@ def make_input(kind: tuple, shape: tuple[int, ...], rng: np.random.Generator) ->
     elif name == "distinct":  # a permutation of evenly spaced values: no ties anywhere
         size = int(np.prod(shape))
         value = (rng.permutation(size).reshape(shape) - size / 2) * (4.0 / size)
+    elif name == "channel_scales":  # N(0, 1) times one scale per channel (axis 1)
+        scales = np.array(args[0], dtype=np.float64).reshape(1, -1, *[1] * (len(shape) - 2))
+        value = rng.normal(0.0, 1.0, shape) * scales
     elif name == "values":
         value = np.array(args[0])
         assert value.shape == shape, f"{value.shape} != {shape}"

@@ -152,13 +152,22 @@ def lrn(x, local_size, alpha, beta, k, region="ACROSS_CHANNELS"):
     if region == "WITHIN_CHANNEL":
         pooled = pooling(x * x, "AVE", (local_size,) * 2, (1, 1), (half, half))
         return x * (1.0 + alpha * pooled) ** -beta
+    # CrossChannelForward_cpu, in float32 as Caffe runs it: a running sum over the channels
+    f32 = np.float32
+    x32 = x.astype(f32)
     channels = x.shape[1]
-    padded = np.zeros((x.shape[0], channels + local_size - 1, *x.shape[2:]))
-    padded[:, half:half + channels] = x * x
-    scale = np.full(x.shape, float(k))
-    for c in range(channels):
-        scale[:, c] += alpha / local_size * padded[:, c:c + local_size].sum(axis=1)
-    return x * scale ** -beta
+    padded = np.zeros((x.shape[0], channels + local_size - 1, *x.shape[2:]), f32)
+    padded[:, half:half + channels] = x32 * x32
+    alpha_over_size = f32(alpha) / f32(local_size)
+    scale = np.empty(x.shape, f32)
+    scale[:, 0] = f32(k)
+    for c in range(local_size):  # the first channel's scale
+        scale[:, 0] += alpha_over_size * padded[:, c]
+    for c in range(1, channels):  # copy the previous scale, add the head, subtract the tail
+        scale[:, c] = scale[:, c - 1]
+        scale[:, c] += alpha_over_size * padded[:, c + local_size - 1]
+        scale[:, c] -= alpha_over_size * padded[:, c - 1]
+    return x * scale.astype(np.float64) ** -beta
 
 
 def spp(x, pyramid_height, method):
