@@ -30,9 +30,12 @@ def load_definition(net: NetSource) -> NetDefinition:
 
 
 def load_graph(net: NetSource, input_shapes: InputShapes | None = None, *, phase: str = "TEST",
-               stages: Sequence[str] = (), level: int | None = None,
+               stages: Sequence[str] = (), level: int = 0,
                check: bool = True) -> NetGraph:
     """Parse, upgrade, select the phase and infer every blob's shape.
+
+    As Caffe's ``Net(file, phase, level=0, stages)``: ``stages`` are added to the file's
+    ``state``, and ``level`` replaces the file's level (0 unless given).
 
     With ``check=False`` problems (unsupported layers, missing bottoms, a shape that cannot be
     inferred...) are recorded in ``graph.problems`` instead of raised; shapes are inferred only
@@ -71,14 +74,18 @@ def _check_parameter_values(graph: NetGraph, check: bool) -> None:
 
 def build(net: NetSource, weights: str | os.PathLike[str] | CaffeModel | None = None, *,
           input_shapes: InputShapes | None = None, phase: str = "TEST",
-          stages: Sequence[str] = (), strict: bool = True) -> CaffeNet:
-    """Build the PyTorch model of a Caffe net, in eval mode, with the caffemodel's weights bound.
+          stages: Sequence[str] = (), level: int = 0, strict: bool = True) -> CaffeNet:
+    """Build the PyTorch model of a Caffe net with the caffemodel's weights bound: in eval mode
+    for ``phase="TEST"``, in train mode for ``"TRAIN"`` (BatchNorm without use_global_stats
+    then normalises with the batch statistics and accumulates them, as Caffe's TRAIN phase).
 
     ``weights=None`` keeps the initialised parameters. ``input_shapes`` (blob name -> shape)
-    gives inputs the file leaves open and overrides declared ones. ``strict=False`` loads what
-    fits and records the findings in ``net.caffe.weights_report`` instead of raising.
+    gives inputs the file leaves open and overrides declared ones. ``stages`` and ``level``
+    select layers as Caffe's ``Net(file, phase, level=0, stages)``: the level replaces the
+    file's ``state { level }``. ``strict=False`` loads what fits and records the findings in
+    ``net.caffe.weights_report`` instead of raising.
     """
-    graph = load_graph(net, input_shapes, phase=phase, stages=stages)
+    graph = load_graph(net, input_shapes, phase=phase, stages=stages, level=level)
     model = None
     if weights is not None:
         model = weights if isinstance(weights, CaffeModel) else read_caffemodel(weights)
@@ -89,7 +96,7 @@ def build(net: NetSource, weights: str | os.PathLike[str] | CaffeModel | None = 
     if model is not None:
         module.caffe.weights_report = bind_weights(module, model, strict=strict)
         materialize(module)
-    return module
+    return module.train(phase.upper() == "TRAIN")
 
 
 def load_weights(net: CaffeNet, weights: str | os.PathLike[str] | CaffeModel,

@@ -28,6 +28,18 @@ REL = 1e-4
 FLT_MAX = float(np.finfo(np.float32).max)
 
 
+def load_params(net: str) -> dict[str, list[np.ndarray]]:
+    """Parameter blobs after Caffe's forward pass (recorded for train_* nets only)."""
+    params: dict[str, list[np.ndarray]] = {}
+    with np.load(GOLDEN / f"{net}.npz") as archive:
+        for key in archive.files:
+            if key.startswith("param:"):
+                _, layer, index = key.split(":")
+                params.setdefault(layer, []).append((int(index), archive[key]))
+    return {layer: [v for _, v in sorted(blobs, key=lambda t: t[0])]
+            for layer, blobs in params.items()}
+
+
 def load_fixture(net: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(inputs, expected blobs) of a golden net, in the order Caffe listed them."""
     with np.load(GOLDEN / f"{net}.npz") as archive:
@@ -84,13 +96,18 @@ def shape_agrees(inferred, actual, bounded: bool) -> bool:
 @pytest.mark.parametrize("prototxt", NETS, ids=[p.stem for p in NETS])
 def test_golden(prototxt: Path) -> None:
     inputs, expected = load_fixture(prototxt.stem)
-    net = caffe2torch.build(prototxt, weights=GOLDEN / f"{prototxt.stem}.caffemodel")
+    phase = "TRAIN" if prototxt.stem.startswith("train_") else "TEST"
+    net = caffe2torch.build(prototxt, weights=GOLDEN / f"{prototxt.stem}.caffemodel",
+                            phase=phase)
+    assert net.training == (phase == "TRAIN")
     assert sorted(net.caffe.input_names) == sorted(inputs), "inputs differ from Caffe's"
 
     problems = []
     graph = net.caffe.graph
     missing = [name for name in expected if name not in net.caffe.blob_nodes]
     problems += [f"blob '{name}': not exposed by the converted net" for name in missing]
+    extra = sorted(set(graph.latest) - set(expected))  # e.g. a layer Caffe's phase/level drops
+    problems += [f"blob '{name}': the converted net has it, Caffe's has not" for name in extra]
     bounded = data_dependent_blobs(graph)
     for name, value in expected.items():
         if name in graph.latest and not shape_agrees(graph.blob(name).shape, value.shape,
@@ -105,6 +122,14 @@ def test_golden(prototxt: Path) -> None:
         why = blob_mismatch(got[name].detach().cpu().numpy(), expected[name])
         if why:
             problems.append(f"blob '{name}': {why}")
+    if phase == "TRAIN":  # one forward pass ran; the parameter blobs as Caffe left them
+        params = load_params(prototxt.stem)
+        assert params, f"{prototxt.stem}: no param: blobs recorded"
+        for layer, _, blobs in caffe2torch.weights.net_blobs(net):
+            for i, (ours, caffes) in enumerate(zip(blobs, params.get(layer, []), strict=True)):
+                why = blob_mismatch(np.asarray(ours).reshape(caffes.shape), caffes)
+                if why:
+                    problems.append(f"param '{layer}' blob {i} after the pass: {why}")
     assert not problems, f"{prototxt.stem}: {len(problems)} blob(s) differ from Caffe:\n" + \
         "\n".join(f"  - {p}" for p in problems)
 

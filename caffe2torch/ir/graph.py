@@ -148,8 +148,8 @@ def _net_state(net: caffe_pb2.NetParameter, phase: str, stages, level) -> caffe_
     state.CopyFrom(net.state)
     state.phase = caffe_pb2.Phase.Value(phase.upper())
     state.stage.extend(stages)
-    if level is not None:
-        state.level = level
+    # Caffe's Net(file, phase, level = 0, stages): the level always replaces the file's
+    state.level = 0 if level is None else level
     return state
 
 

@@ -8,6 +8,8 @@ For every ``tests/golden/nets/<net>.prototxt`` this writes, next to this script:
   of the net after ``net.forward()``, i.e. Caffe's final value of each blob name (after in-place
   layers). The tops of the Split layers Caffe inserts by itself (``<blob>_<layer>_<i>_split_<j>``)
   are copies of a named blob and are left out; explicit Split layers' tops are kept.
+  Nets named ``train_*`` run in Caffe's TRAIN phase and also record ``param:<layer>:<i>``,
+  every parameter blob after the forward pass (BatchNorm's accumulated statistics).
 
 How to rerun (from the repository root)::
 
@@ -51,6 +53,8 @@ NETS = HERE / "nets"
 
 # (net, layer) -> BatchNorm scale factor f (blob 2).
 BN_SCALE_FACTORS = {
+    ("train_batchnorm", "bn_half"): 3.0,
+    ("train_batchnorm", "bn_fc"): 1.0,
     ("batchnorm", "bn_plain"): 0.7,
     ("batchnorm", "bn_f0"): 0.0,
     ("batchnorm", "bn_eps"): 3.5,
@@ -76,6 +80,9 @@ INPUTS = {
 }
 
 _AUTO_SPLIT_LAYER = re.compile(r".+_\d+_split$")
+# nets named train_* run in Caffe's TRAIN phase and also record param:<layer>:<i>, every
+# parameter blob after the forward pass
+TRAIN_PREFIX = "train_"
 
 
 def seed_of(net: str) -> int:
@@ -157,7 +164,8 @@ def make_one(net_name: str) -> None:
     import caffe
 
     caffe.set_mode_cpu()
-    net = caffe.Net(str(NETS / f"{net_name}.prototxt"), caffe.TEST)
+    train = net_name.startswith(TRAIN_PREFIX)
+    net = caffe.Net(str(NETS / f"{net_name}.prototxt"), caffe.TRAIN if train else caffe.TEST)
     rng = np.random.default_rng(seed_of(net_name))
     fill_params(net, net_name, rng)
     specs = INPUTS.get(net_name, {})
@@ -175,6 +183,10 @@ def make_one(net_name: str) -> None:
     for name, blob in net.blobs.items():
         if name not in skip:
             arrays[f"blob:{name}"] = np.array(blob.data, dtype=np.float32, copy=True)
+    if train:  # the parameter blobs after the forward pass (BatchNorm's accumulated statistics)
+        for layer, blobs in net.params.items():
+            for i, blob in enumerate(blobs):
+                arrays[f"param:{layer}:{i}"] = np.array(blob.data, dtype=np.float32, copy=True)
     write_npz(HERE / f"{net_name}.npz", arrays)
 
 
