@@ -67,6 +67,9 @@ class SplitConverter(Converter):
         expect_bottoms(layer, inputs, 1)
         if not layer.param.top:
             raise shape_error(layer, "has no top; expected at least 1")
+        if layer.param.bottom[0] in layer.param.top:
+            raise shape_error(layer, f"top '{layer.param.bottom[0]}' is its bottom; Caffe's Split "
+                                     "does not allow in-place computation")
         return [inputs[0]] * len(layer.param.top)
 
     def build(self, layer: LayerNode, inputs: Sequence[Shape]) -> Split:

@@ -99,6 +99,9 @@ class ReshapeConverter(Converter):
 
     def output_shapes(self, layer: LayerNode, inputs: Sequence[Shape]) -> list[Shape]:
         expect_bottoms(layer, inputs, 1)
+        if list(layer.param.top) == list(layer.param.bottom):
+            raise shape_error(layer, "is in place (top == bottom); Caffe's Reshape does not "
+                                     "allow in-place computation")
         shape = inputs[0]
         dims = _reshape_dims(layer)
         start, end = _reshape_axes(layer, len(shape))

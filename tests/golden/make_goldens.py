@@ -18,8 +18,8 @@ How to rerun (from the repository root)::
     ~/.cache/caffe-oracle/venv/bin/caffe-python tests/golden/make_goldens.py lrn mvn  # some nets
 
 Nets Caffe must refuse live in ``refused/<net>.prototxt``: each runs in its own process, and the
-last glog FATAL/ERROR line (the failed CHECK) is recorded in ``refused.json``; a net that Caffe
-runs fails the script. Naming only refused nets on the command line rerecords just those.
+last glog FATAL/ERROR line (the failed CHECK; pointers shown as 0x?) or, for a crash, the signal
+and last stderr line is recorded in ``refused.json``; a net that Caffe runs fails the script. Naming only refused nets on the command line rerecords just those.
 
 The Caffe built there is the brocolli fork of BVLC Caffe (see the script's header): Pooling spells
 floor rounding ``ceil_mode: false`` (BVLC: ``round_mode: FLOOR``), and Clip / Swish are missing, so
@@ -216,8 +216,11 @@ def record_refusals(wanted: list[str] | None, env: dict[str, str]) -> list[str]:
     for name in nets if wanted is None else [n for n in wanted if n in nets]:
         result = subprocess.run([sys.executable, __file__, "--refused-one", name], env=env,
                                 capture_output=True, text=True)
-        lines = [_GLOG_PREFIX.sub(r"\1: ", line) for line in result.stderr.splitlines()
-                 if _GLOG_PREFIX.match(line)]
+        lines = [re.sub(r"0x[0-9a-f]+", "0x?", _GLOG_PREFIX.sub(r"\1: ", line))
+                 for line in result.stderr.splitlines() if _GLOG_PREFIX.match(line)]
+        if result.returncode < 0 and not lines and result.stderr.strip():
+            # a crash rather than a failed CHECK (e.g. glibc's "double free or corruption")
+            lines = [f"crash (signal {-result.returncode}): {result.stderr.strip().splitlines()[-1]}"]
         if result.returncode == 0 or not lines:
             failed.append(name)
             print(f"FAILED {name}: Caffe did not refuse it (exit {result.returncode})",
