@@ -180,7 +180,7 @@ def test_caffe_refuses(prototxt: Path) -> None:
         "make_goldens.py"
     with pytest.raises(caffe2torch.Caffe2TorchError) as info:
         caffe2torch.build(prototxt)
-    assert re.search(_ours_pattern(prototxt), str(info.value), re.S), \
+    assert re.search(_ours_pattern(prototxt), str(info.value), re.DOTALL), \
         f"our message:\n{info.value}\nCaffe's: {recorded[prototxt.stem]}"
 
 

@@ -76,8 +76,8 @@ def test_reshape_alias_keeps_each_blob_shape_and_runs_at_other_batch_sizes(write
 
 @pytest.mark.parametrize("body, shared", [
     ('layer { name: "s" type: "Slice" bottom: "x" top: "s" slice_param { axis: 1 } }', True),
-    ('layer { name: "s" type: "Slice" bottom: "x" top: "s" top: "s2" '
-     'slice_param { slice_point: 1 } }', False),
+    (('layer { name: "s" type: "Slice" bottom: "x" top: "s" top: "s2" '
+      'slice_param { slice_point: 1 } }'), False),
     ('layer { name: "s" type: "Concat" bottom: "x" top: "s" }', True),
     ('layer { name: "s" type: "Concat" bottom: "x" bottom: "b" top: "s" }', False),
     ('layer { name: "s" type: "Flatten" bottom: "x" top: "s" }', True),
