@@ -166,3 +166,26 @@ def test_lrn_across_channels_keeps_caffes_running_sum():
     np.testing.assert_allclose(out[0, :3, 0, 0], [3.3437017e-02, 3.3437015e-08, 3.3437015e-08],
                                rtol=1e-6)
     assert np.isposinf(out[:, 3]).all() and np.isnan(out[:, 4:]).all()
+
+
+@pytest.mark.parametrize("kind", ["Convolution", "Deconvolution"])
+def test_dilation_zero_builds_with_a_note_and_follows_the_spec(write_net, kind):
+    """Caffe runs dilation 0 (every tap of the axis reads one pixel); golden conv_dilation_zero."""
+    from reference import vision as vref
+    text = ('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 4 '
+            'dim: 7 dim: 6 } } }\n'
+            f'layer {{ name: "c" type: "{kind}" bottom: "x" top: "c" convolution_param {{ '
+            'num_output: 4 kernel_h: 3 kernel_w: 2 pad: 1 stride: 2 dilation: 0 dilation: 2 '
+            'group: 2 } }')
+    path = write_net(text)
+    model = path.with_suffix(".caffemodel")
+    caffe2torch.write_random_caffemodel(path, model, seed=3)
+    net = caffe2torch.build(path, weights=model)
+    assert any("dilation 0" in note for note in net.caffe.notes)
+    weight, bias = (np.array(b.data) for b in caffe2torch.read_caffemodel(model)["c"].blobs)
+    x = np.random.default_rng(4).standard_normal((2, 4, 7, 6)).astype(np.float32)
+    fn = vref.convolution if kind == "Convolution" else vref.deconvolution
+    expected = fn(x, weight, bias, (2, 2), (1, 1), (0, 2), 2)
+    with torch.no_grad():
+        out = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)

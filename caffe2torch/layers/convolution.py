@@ -9,9 +9,9 @@ from torch import nn
 
 from caffe2torch.ir.graph import LayerNode
 from caffe2torch.layers._common import expect_bottoms
-from caffe2torch.layers._spatial import ConvGeometry, conv_geometry
+from caffe2torch.layers._spatial import ConvGeometry, conv_geometry, zero_dilation_note
 from caffe2torch.layers.registry import Converter, register_converter, shape_error
-from caffe2torch.modules.conv import CONV, EACH_CONV, AxisConv
+from caffe2torch.modules.conv import CONV, EACH_CONV, AxisConv, ZeroDilation
 
 Shape = tuple[int, ...]
 
@@ -56,8 +56,11 @@ def conv_like_shapes(layer: LayerNode, inputs: Sequence[Shape],
     return [out] * len(inputs)
 
 
-def with_axis(conv: nn.Module, axis: int, bias_term: bool) -> nn.Module:
+def with_axis(conv: nn.Module, axis: int, bias_term: bool,
+              zero_dilation: tuple[int, ...] = ()) -> nn.Module:
     conv.caffe_blobs = ("weight", "bias") if bias_term else ("weight",)
+    if zero_dilation:
+        conv = ZeroDilation(conv, zero_dilation)
     return conv if axis == 1 else AxisConv(conv, axis)
 
 
@@ -81,13 +84,18 @@ class ConvolutionConverter(Converter):
         weight = (g.num_output, inputs[0][g.axis] // g.group, *g.kernel)
         return [weight, (g.num_output,)] if g.bias_term else [weight]
 
+    def accepted(self, layer: LayerNode) -> list[str]:
+        return zero_dilation_note(layer)
+
     def build(self, layer: LayerNode, inputs: Sequence[Shape]) -> nn.Module:
         g = conv_geometry(layer, inputs[0])
-        classes = CONV if len(inputs) == 1 or g.axis != 1 else EACH_CONV
+        zero = tuple(i for i, d in enumerate(g.dilation) if d == 0)
+        classes = CONV if len(inputs) == 1 or g.axis != 1 or zero else EACH_CONV
         conv = classes[len(g.kernel)](inputs[0][g.axis], g.num_output, g.kernel,
-                                      stride=g.stride, padding=g.pad, dilation=g.dilation,
+                                      stride=g.stride, padding=g.pad,
+                                      dilation=tuple(d or 1 for d in g.dilation),
                                       groups=g.group, bias=g.bias_term)
-        return with_axis(conv, g.axis, g.bias_term)
+        return with_axis(conv, g.axis, g.bias_term, zero)
 
     def flops(self, layer, inputs, outputs) -> int:
         g = conv_geometry(layer, inputs[0])
