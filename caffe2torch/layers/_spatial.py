@@ -47,8 +47,8 @@ def spatial_geometry(layer: LayerNode, input_shape: Sequence[int]):
     p = layer.param.convolution_param
     axis = canonical_axis(layer, p.axis, len(input_shape))
     n = len(input_shape) - axis - 1
-    if n < 1:
-        raise shape_error(layer, f"input {tuple(input_shape)} has no spatial axis after axis {axis}")
+    if n == 0:  # BaseConvolutionLayer with 0 spatial axes: a (grouped) x W^T + b per position
+        return axis, (), (), (), ()
     kernel = _repeated(layer, "kernel", p.kernel_size, n, 0, (
         p.HasField("kernel_h"), p.HasField("kernel_w"), p.kernel_h, p.kernel_w))
     stride = _repeated(layer, "stride", p.stride, n, 1, (

@@ -11,7 +11,7 @@ from caffe2torch.ir.graph import LayerNode
 from caffe2torch.layers._common import expect_bottoms
 from caffe2torch.layers._spatial import ConvGeometry, conv_geometry, zero_dilation_note
 from caffe2torch.layers.registry import Converter, register_converter, shape_error
-from caffe2torch.modules.conv import CONV, EACH_CONV, AxisConv, ZeroDilation
+from caffe2torch.modules.conv import CONV, EACH_CONV, AxisConv, PointConv, ZeroDilation
 
 Shape = tuple[int, ...]
 
@@ -47,11 +47,12 @@ def conv_like_shapes(layer: LayerNode, inputs: Sequence[Shape],
             raise shape_error(layer, f"bottom {i} has shape {tuple(shape)}; all bottoms must "
                                      f"have the shape of bottom 0, {tuple(inputs[0])}")
     g = conv_geometry(layer, inputs[0])
-    if len(g.kernel) not in CONV:
-        raise shape_error(layer, f"{len(g.kernel)} spatial axes; torch convolves 1 to 3")
+    if len(g.kernel) not in CONV and g.kernel:
+        raise shape_error(layer, f"{len(g.kernel)} spatial axes; torch convolves 1 to 3 (CPU "
+                                 "Caffe's N-D im2col runs more; not reproduced here)")
     spatial = spatial_rule(tuple(inputs[0]), g)
     out = (*inputs[0][:g.axis], g.num_output, *spatial)
-    if min(spatial) <= 0:
+    if spatial and min(spatial) <= 0:
         raise shape_error(layer, f"input {tuple(inputs[0])} gives an empty output {out}")
     return [out] * len(inputs)
 
@@ -89,6 +90,8 @@ class ConvolutionConverter(Converter):
 
     def build(self, layer: LayerNode, inputs: Sequence[Shape]) -> nn.Module:
         g = conv_geometry(layer, inputs[0])
+        if not g.kernel:
+            return PointConv(inputs[0][g.axis], g.num_output, g.group, g.bias_term, False)
         zero = tuple(i for i, d in enumerate(g.dilation) if d == 0)
         classes = CONV if len(inputs) == 1 or g.axis != 1 or zero else EACH_CONV
         conv = classes[len(g.kernel)](inputs[0][g.axis], g.num_output, g.kernel,

@@ -15,7 +15,7 @@ from caffe2torch.ir.graph import LayerNode
 from caffe2torch.layers._spatial import ConvGeometry, conv_geometry, zero_dilation_note
 from caffe2torch.layers.convolution import conv_like_shapes, with_axis
 from caffe2torch.layers.registry import Converter, register_converter
-from caffe2torch.modules.conv import DECONV, EACH_DECONV
+from caffe2torch.modules.conv import DECONV, EACH_DECONV, PointConv
 
 Shape = tuple[int, ...]
 
@@ -46,6 +46,8 @@ class DeconvolutionConverter(Converter):
 
     def build(self, layer: LayerNode, inputs: Sequence[Shape]) -> nn.Module:
         g = conv_geometry(layer, inputs[0])
+        if not g.kernel:
+            return PointConv(inputs[0][g.axis], g.num_output, g.group, g.bias_term, True)
         zero = tuple(i for i, d in enumerate(g.dilation) if d == 0)
         classes = DECONV if len(inputs) == 1 or g.axis != 1 or zero else EACH_DECONV
         deconv = classes[len(g.kernel)](inputs[0][g.axis], g.num_output, g.kernel,

@@ -17,7 +17,11 @@ Shape = tuple[int, ...]
 def im2col_geometry(layer: LayerNode, shape: Shape):
     """(axis, kernel, stride, pad, dilation) as Im2colLayer::LayerSetUp reads them; unlike
     Convolution, num_output and group are ignored."""
-    return spatial_geometry(layer, shape)
+    geometry = spatial_geometry(layer, shape)
+    if not geometry[1]:
+        raise shape_error(layer, f"input {tuple(shape)} has no spatial axis after axis "
+                                 f"{geometry[0]}; Im2col needs at least one")
+    return geometry
 
 
 @register_converter

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from caffe2torch.modules.pooling import FLT_MAX  # Caffe's in-place MAX starts at -FLT_MAX
+
 
 class InnerProduct(nn.Module):
     """Caffe's InnerProduct: flatten from ``axis``, then ``x W^T + b`` (``W^T`` stored if
@@ -83,9 +85,6 @@ class Flatten(nn.Module):
         if self.end_axis < self.axis:
             return x.unsqueeze(self.axis)
         return x.flatten(self.axis, self.end_axis)
-
-
-FLT_MAX = 3.4028234663852886e38  # Caffe's MAX starts its top at -FLT_MAX
 
 
 class Eltwise(nn.Module):

@@ -67,6 +67,40 @@ class AxisConv(nn.Module):
         return y.reshape(*lead, *y.shape[1:])
 
 
+class PointConv(nn.Module):
+    """Caffe's Convolution / Deconvolution on a blob with no spatial axis after the channel axis
+    (BaseConvolutionLayer with 0 spatial axes): per group, ``x W^T`` (Convolution, weight
+    (num_output, C / group)) or ``x W`` (Deconvolution, weight (C, num_output / group)), + bias,
+    over the last axis."""
+
+    def __init__(self, channels: int, num_output: int, group: int, bias: bool,
+                 transposed: bool) -> None:
+        super().__init__()
+        shape = (channels, num_output // group) if transposed else \
+            (num_output, channels // group)
+        self.weight = nn.Parameter(torch.empty(shape))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        self.bias = nn.Parameter(torch.zeros(num_output)) if bias else None
+        self.group, self.transposed = group, transposed
+        self.caffe_blobs = ("weight", "bias") if bias else ("weight",)
+
+    def extra_repr(self) -> str:
+        return f"weight={tuple(self.weight.shape)}, group={self.group}, " \
+            f"transposed={self.transposed}"
+
+    def forward(self, *inputs: torch.Tensor):
+        g = self.group
+        # (g, out/g, in/g) per group, out = x_g @ w_g^T
+        w = self.weight.reshape(g, -1, self.weight.shape[1])
+        w = w.transpose(1, 2) if self.transposed else w
+        outputs = []
+        for x in inputs:
+            xs = x.reshape(*x.shape[:-1], g, x.shape[-1] // g)
+            y = torch.einsum("...gi,goi->...go", xs, w).reshape(*x.shape[:-1], -1)
+            outputs.append(y if self.bias is None else y + self.bias)
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+
 class ZeroDilation(nn.Module):
     """A torch ConvNd / ConvTransposeNd (built with dilation 1 there) for Caffe's ``dilation: 0``
     on ``axes``: every tap along such an axis reads (or, transposed, writes) the same pixel, so
