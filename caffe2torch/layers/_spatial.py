@@ -66,9 +66,9 @@ def zero_dilation_note(layer: LayerNode) -> list[str]:
     """The note for a deliberate acceptance: ``dilation: 0`` (Caffe runs it; torch refuses)."""
     if 0 not in layer.param.convolution_param.dilation:
         return []
-    return ["dilation 0: every kernel tap along that axis reads the same pixel, as in Caffe "
-            "(computed with the kernel summed over that axis; torch's convolution refuses "
-            "dilation 0)"]
+    return [("dilation 0: every kernel tap along that axis reads the same pixel, as in Caffe "
+             "(computed with the kernel summed over that axis; torch's convolution refuses "
+             "dilation 0)")]
 
 
 def conv_geometry(layer: LayerNode, input_shape: Sequence[int]) -> ConvGeometry:
