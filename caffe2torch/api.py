@@ -16,7 +16,8 @@ from caffe2torch.io.prototxt import read_prototxt
 from caffe2torch.io.upgrade import NetDefinition, upgrade_net
 from caffe2torch.ir.graph import NetGraph, build_graph, raise_problems
 from caffe2torch.ir.shapes import infer_shapes
-from caffe2torch.layers.registry import is_supported, parameter_problems
+from caffe2torch.layers.registry import (get_converter, is_supported, parameter_problems,
+                                         shared_data)
 from caffe2torch.proto import caffe_pb2
 from caffe2torch.weights import WeightsReport, bind_weights, net_blobs, random_blobs
 
@@ -33,9 +34,12 @@ def load_definition(net: NetSource) -> NetDefinition:
 
 
 def load_graph(net: NetSource, input_shapes: InputShapes | None = None, *, phase: str = "TEST",
-               stages: Sequence[str] = (), level: int | None = None,
+               stages: Sequence[str] = (), level: int = 0,
                check: bool = True) -> NetGraph:
     """Parse, upgrade, select the phase and infer every blob's shape.
+
+    As Caffe's ``Net(file, phase, level=0, stages)``: ``stages`` are added to the file's
+    ``state``, and ``level`` replaces the file's level (0 unless given).
 
     With ``check=False`` problems (unsupported layers, missing bottoms, a shape that cannot be
     inferred...) are recorded in ``graph.problems`` instead of raised; shapes are inferred only
@@ -43,10 +47,13 @@ def load_graph(net: NetSource, input_shapes: InputShapes | None = None, *, phase
     """
     definition = load_definition(net)
     graph = build_graph(definition, phase=phase, stages=tuple(stages), level=level,
-                        supported=is_supported, check=False)
+                        supported=is_supported, check=False, shares=shared_data)
     found = parameter_value_problems(graph)
     graph.problems += found
     graph.unsupported += found
+    graph.notes += [f"layer '{node.name}' ({node.type}): {why}" for node in graph.layers
+                    if node.role == "compute" and is_supported(node.type)
+                    for why in get_converter(node.type).accepted(node)]
     if check:
         raise_problems(graph)
     if not graph.problems:
@@ -69,14 +76,18 @@ def parameter_value_problems(graph: NetGraph) -> list[str]:
 
 def build(net: NetSource, weights: str | os.PathLike[str] | CaffeModel | None = None, *,
           input_shapes: InputShapes | None = None, phase: str = "TEST",
-          stages: Sequence[str] = (), strict: bool = True,
+          stages: Sequence[str] = (), level: int = 0, strict: bool = True,
           device: str | torch.device | None = None,
           dtype: str | torch.dtype | None = None) -> CaffeNet:
-    """Build the PyTorch model of a Caffe net, in eval mode, with the caffemodel's weights bound.
+    """Build the PyTorch model of a Caffe net with the caffemodel's weights bound: in eval mode
+    for ``phase="TEST"``, in train mode for ``"TRAIN"`` (BatchNorm without use_global_stats
+    then normalises with the batch statistics and accumulates them, as Caffe's TRAIN phase).
 
     ``weights=None`` keeps the initialised parameters. ``input_shapes`` (blob name -> shape)
-    gives inputs the file leaves open and overrides declared ones. ``strict=False`` loads what
-    fits and records the findings in ``net.caffe.weights_report`` instead of raising.
+    gives inputs the file leaves open and overrides declared ones. ``stages`` and ``level``
+    select layers as Caffe's ``Net(file, phase, level=0, stages)``: the level replaces the
+    file's ``state { level }``. ``strict=False`` loads what fits and records the findings in
+    ``net.caffe.weights_report`` instead of raising.
     ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``) and ``dtype`` (``"float32"``,
     ``"float16"``, ``"bfloat16"`` or a torch dtype) say where the net runs: they are checked
     first (:class:`DeviceError` when the device is missing or cannot run the dtype), and each
@@ -84,7 +95,7 @@ def build(net: NetSource, weights: str | os.PathLike[str] | CaffeModel | None = 
     MVN and Normalize compute in float32 inside a half-precision net.
     """
     placement = resolve_placement(device, dtype)
-    graph = load_graph(net, input_shapes, phase=phase, stages=stages)
+    graph = load_graph(net, input_shapes, phase=phase, stages=stages, level=level)
     model = None
     if weights is not None:
         model = weights if isinstance(weights, CaffeModel) else read_caffemodel(weights)
@@ -100,7 +111,7 @@ def build(net: NetSource, weights: str | os.PathLike[str] | CaffeModel | None = 
         for layer in module.children():
             place(layer, placement)
     module.meta["caffe2torch.placement"] = placement
-    return module
+    return module.train(phase.upper() == "TRAIN")
 
 
 def load_weights(net: CaffeNet, weights: str | os.PathLike[str] | CaffeModel,

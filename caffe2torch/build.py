@@ -179,6 +179,7 @@ def _build_module(graph: NetGraph) -> CaffeNet:
         with allocation_guard(graph, node):
             modules[node.module_name] = get_converter(node.type).build(node, inputs)
         _emit(fx_graph, node, graph, values)
+        _emit_aliases(fx_graph, node, graph, values)
     outputs = [values[b] for b in graph.outputs]
     fx_graph.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
     net = CaffeNet(modules, fx_graph, class_name=_class_name(graph.name))
@@ -208,6 +209,16 @@ def _emit(fx_graph: fx.Graph, node: LayerNode, graph: NetGraph,
     for i, top in enumerate(node.tops):
         values[top] = fx_graph.create_node(
             "call_function", operator.getitem, (call, i), name=graph.blobs[top].name)
+
+
+def _emit_aliases(fx_graph: fx.Graph, node: LayerNode, graph: NetGraph,
+                  values: dict[str, fx.Node]) -> None:
+    """Blobs sharing memory with an in-place top take the written value, in their own shape."""
+    for blob_id in node.alias_tops:
+        written, previous = graph.blobs[blob_id].alias_of  # type: ignore[misc]
+        values[blob_id] = fx_graph.create_node(
+            "call_method", "reshape_as", (values[written], values[previous]),
+            name=graph.blobs[blob_id].name)
 
 
 def _class_name(net_name: str) -> str:

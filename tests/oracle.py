@@ -14,6 +14,19 @@ CORPUS = SHARED / "corpus" / "prototxt"
 OPEN_NSFW = SHARED / "models" / "open_nsfw"
 
 
+def require_converters(types, what: str = "") -> None:
+    """Skip (elsewhere) or fail (under CI=true) when a converter the test needs is not
+    registered: on CI every converter the suite names must exist."""
+    from caffe2torch.layers.registry import is_supported
+    missing = sorted({t for t in types if not is_supported(t)})
+    if not missing:
+        return
+    message = f"{what + ': ' if what else ''}no converter registered for {missing}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def require_shared(path: Path = SHARED) -> Path:
     """The shared test data; a failure under CI (CI=true), a skip elsewhere, when it is missing."""
     if path.exists():

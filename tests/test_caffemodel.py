@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -136,15 +137,22 @@ def _ref_blob(blob) -> tuple[tuple[int, ...], bool, np.ndarray]:
     return shape, legacy, values.reshape(shape)
 
 
+def _text(value) -> str:
+    """A string field as our reader gives it: protobuf hands invalid UTF-8 back as bytes (C++
+    Caffe keeps the bytes; the reader decodes them with replacement characters)."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
 def _ref_layers(net) -> list[tuple[str, str, list]]:
-    out = [(layer.name, layer.type, [_ref_blob(b) for b in layer.blobs]) for layer in net.layer]
+    out = [(_text(layer.name), _text(layer.type), [_ref_blob(b) for b in layer.blobs])
+           for layer in net.layer]
     for layer in net.layers:
         if layer.HasField("layer"):
             v0 = layer.layer
-            out.append((v0.name, V0_LAYER_TYPES.get(v0.type, v0.type),
+            out.append((_text(v0.name), V0_LAYER_TYPES.get(_text(v0.type), _text(v0.type)),
                         [_ref_blob(b) for b in v0.blobs]))
         else:
-            out.append((layer.name, V1_LAYER_TYPES[layer.type],
+            out.append((_text(layer.name), V1_LAYER_TYPES.get(layer.type, ""),
                         [_ref_blob(b) for b in layer.blobs]))
     return out
 
@@ -552,6 +560,13 @@ def test_mutations_return_or_raise(tmp_path, edits, cut, insert) -> None:
         for blob in layer.blobs:
             assert blob.data.shape == blob.shape
             blob.data.tobytes()  # every view lies inside the file
+    # an accepted mutant is a valid message, and reads as protobuf's own parse of it
+    try:
+        reference = PACKED["NetParameter"].FromString(bytes(data))
+    except DecodeError as error:
+        raise AssertionError(f"read_caffemodel accepted bytes protobuf rejects: {error}") from None
+    _assert_same(model, _ref_layers(reference))
+    assert model.name == _text(reference.name)
 
 
 # ----------------------------------------------------------------------------- HDF5

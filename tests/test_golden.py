@@ -28,6 +28,18 @@ REL = 1e-4
 FLT_MAX = float(np.finfo(np.float32).max)
 
 
+def load_params(net: str) -> dict[str, list[np.ndarray]]:
+    """Parameter blobs after Caffe's forward pass (recorded for train_* nets only)."""
+    params: dict[str, list[np.ndarray]] = {}
+    with np.load(GOLDEN / f"{net}.npz") as archive:
+        for key in archive.files:
+            if key.startswith("param:"):
+                _, layer, index = key.split(":")
+                params.setdefault(layer, []).append((int(index), archive[key]))
+    return {layer: [v for _, v in sorted(blobs, key=lambda t: t[0])]
+            for layer, blobs in params.items()}
+
+
 def load_fixture(net: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(inputs, expected blobs) of a golden net, in the order Caffe listed them."""
     with np.load(GOLDEN / f"{net}.npz") as archive:
@@ -86,13 +98,18 @@ def shape_agrees(inferred, actual, bounded: bool) -> bool:
 @pytest.mark.parametrize("prototxt", NETS, ids=[p.stem for p in NETS])
 def test_golden(prototxt: Path) -> None:
     inputs, expected = load_fixture(prototxt.stem)
-    net = caffe2torch.build(prototxt, weights=GOLDEN / f"{prototxt.stem}.caffemodel")
+    phase = "TRAIN" if prototxt.stem.startswith("train_") else "TEST"
+    net = caffe2torch.build(prototxt, weights=GOLDEN / f"{prototxt.stem}.caffemodel",
+                            phase=phase)
+    assert net.training == (phase == "TRAIN")
     assert sorted(net.caffe.input_names) == sorted(inputs), "inputs differ from Caffe's"
 
     problems = []
     graph = net.caffe.graph
     missing = [name for name in expected if name not in net.caffe.blob_nodes]
     problems += [f"blob '{name}': not exposed by the converted net" for name in missing]
+    extra = sorted(set(graph.latest) - set(expected))  # e.g. a layer Caffe's phase/level drops
+    problems += [f"blob '{name}': the converted net has it, Caffe's has not" for name in extra]
     bounded = data_dependent_blobs(graph)
     for name, value in expected.items():
         if name in graph.latest and not shape_agrees(graph.blob(name).shape, value.shape,
@@ -107,6 +124,14 @@ def test_golden(prototxt: Path) -> None:
         why = blob_mismatch(got[name].detach().cpu().numpy(), expected[name])
         if why:
             problems.append(f"blob '{name}': {why}")
+    if phase == "TRAIN":  # one forward pass ran; the parameter blobs as Caffe left them
+        params = load_params(prototxt.stem)
+        assert params, f"{prototxt.stem}: no param: blobs recorded"
+        for layer, _, blobs in caffe2torch.weights.net_blobs(net):
+            for i, (ours, caffes) in enumerate(zip(blobs, params.get(layer, []), strict=True)):
+                why = blob_mismatch(np.asarray(ours).reshape(caffes.shape), caffes)
+                if why:
+                    problems.append(f"param '{layer}' blob {i} after the pass: {why}")
     assert not problems, f"{prototxt.stem}: {len(problems)} blob(s) differ from Caffe:\n" + \
         "\n".join(f"  - {p}" for p in problems)
 
@@ -134,3 +159,35 @@ def test_degenerate_pooling_fixture_shows_caffe_quirks() -> None:
     assert (blobs["max_zero_size"][:, :, 1, :] == -FLT_MAX).all()    # empty window at h = H
     assert np.isnan(blobs["ave_zero_size"][:, :, 1, :]).all()        # 0 / 0
     assert np.isfinite(blobs["ave_zero_size"][:, :, 0, :]).all()
+
+
+REFUSED = sorted((GOLDEN / "refused").glob("*.prototxt"))
+
+
+def _ours_pattern(prototxt: Path) -> str:
+    first = prototxt.read_text().splitlines()[0]
+    assert first.startswith("# ours: "), f"{prototxt.name}: first line must be '# ours: <regex>'"
+    return first.removeprefix("# ours: ")
+
+
+@pytest.mark.parametrize("prototxt", REFUSED, ids=[p.stem for p in REFUSED])
+def test_caffe_refuses(prototxt: Path) -> None:
+    """Nets real Caffe refuses (its failed CHECK is recorded in refused.json by make_goldens.py)
+    are refused by us too, with our own error naming the layer and Caffe's rule."""
+    import json
+    import re
+
+    recorded = json.loads((GOLDEN / "refused.json").read_text())
+    assert prototxt.stem in recorded, f"{prototxt.stem}: no Caffe refusal recorded; rerun " \
+        "make_goldens.py"
+    with pytest.raises(caffe2torch.Caffe2TorchError) as info:
+        caffe2torch.build(prototxt)
+    assert re.search(_ours_pattern(prototxt), str(info.value), re.DOTALL), \
+        f"our message:\n{info.value}\nCaffe's: {recorded[prototxt.stem]}"
+
+
+def test_every_refused_net_is_recorded() -> None:
+    import json
+
+    recorded = json.loads((GOLDEN / "refused.json").read_text())
+    assert sorted(recorded) == sorted(p.stem for p in REFUSED)

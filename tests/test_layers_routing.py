@@ -23,7 +23,14 @@ import pytest
 import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from oracle import CORPUS, assert_close, max_rel_error, opencv_layers, require_shared
+from oracle import (
+    CORPUS,
+    assert_close,
+    max_rel_error,
+    opencv_layers,
+    require_converters,
+    require_shared,
+)
 from reference import routing as ref
 
 import caffe2torch
@@ -601,8 +608,7 @@ def test_corpus_reshape_and_slice_routines(tmp_path, rng, activation):
     """OpenCV's reshape/slice test net: Split, two 3-way Slices, an in-place activation on a
     Slice top, Concat, a 5-dim Reshape with axis/num_axes, Flatten; against the spec and OpenCV."""
     require_shared()
-    if not caffe2torch.layers.registry.is_supported(activation):
-        pytest.skip(f"no {activation} converter registered yet")
+    require_converters([activation])
     text = (CORPUS / "opencv_test_reshape_and_slice_routines.prototxt").read_text()
     path = tmp_path / "routines.prototxt"
     path.write_text(text.replace('type: "Sigmoid"', f'type: "{activation}"'))
@@ -752,6 +758,7 @@ def _agrees_with_spec(tmp_path: Path, body: str, shape: tuple[int, ...], spec) -
     try:
         expected = spec(x)
     except ValueError:
+        event("the spec rejects the layer")
         with pytest.raises(ShapeError, match="layer 'p'"):
             caffe2torch.load_graph(path)
         event("rejected by the spec and by us")

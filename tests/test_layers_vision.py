@@ -299,14 +299,22 @@ def test_global_pooling(tmp_path, method):
     ("kernel_h: 2 kernel_w: 3 stride_h: 3 stride_w: 2", (2, 3), (3, 2)),
 ])
 def test_stochastic_pooling_test_time(tmp_path, params, kernel, stride):
-    """STOCHASTIC at test time: Caffe's CPU code is NOT_IMPLEMENTED; this follows the GPU kernel
-    StoPoolForwardTest, sum(x^2) / (FLT_MIN + sum(x)). OpenCV does not implement it either."""
+    """STOCHASTIC at test time: Caffe's CPU code is NOT_IMPLEMENTED; this follows BVLC master's
+    GPU kernel StoPoolForwardTest, sum > 0 ? sum(x^2) / sum(x) : 0 (rc3 and the oracle fork
+    divide by FLT_MIN + sum). OpenCV does not implement it either."""
     text = net_text(layer("pool", "Pooling", f"pooling_param {{ pool: STOCHASTIC {params} }}"))
     proto, model, net = make_net(tmp_path, text)
     x = np.abs(sample(SHAPE, 3))  # stochastic pooling expects non-negative activations
     out = run(net, x, ["pool"])["pool"]
     assert_ref(out, ref.pooling(x, "STOCHASTIC", kernel, stride, (0, 0)))
     assert inferred(net, "pool") == out.shape
+    # mixed signs and an all-zero window: 0 wherever the window's sum is not positive
+    mixed = sample(SHAPE, 4)
+    mixed[0, 0] = 0.0
+    out = run(net, mixed, ["pool"])["pool"]
+    expected = ref.pooling(mixed, "STOCHASTIC", kernel, stride, (0, 0))
+    assert_ref(out, expected, rel=1e-3)  # float32 sums of mixed signs cancel
+    assert (out[0, 0] == 0).all() and (expected < 0).sum() == 0 and (out == 0).sum() > 10
     cv2 = pytest.importorskip("cv2")
     with pytest.raises(cv2.error, match="Not implemented"):
         opencv_layers(proto, model, {"data": x}, ["pool"])
@@ -324,6 +332,43 @@ def test_pooling_kernel_over_input(tmp_path):
     with pytest.raises(cv2.error):
         opencv_layers(tmp_path / "net.prototxt", tmp_path / "net.caffemodel",
                       {"data": sample(SHAPE)}, ["pool"])
+
+
+def test_pooling_clip_rule_applies_to_both_axes(tmp_path):
+    """Caffe clips the last window of BOTH axes when either pad is non-zero: 7x8, kernel 2,
+    stride 4, pad_h 1, pad_w 0 gives 2x2 (real Caffe; golden pool_clip_rule). OpenCV clips only
+    a padded axis and says 2x3."""
+    text = net_text(layer("pool", "Pooling", "pooling_param { pool: MAX kernel_size: 2 stride: 4 "
+                                             "pad_h: 1 pad_w: 0 }"), shape=(2, 3, 7, 8))
+    net, _ = check_three_ways(tmp_path, text, ["pool"], _pool_expected(
+        "MAX", (2, 2), (4, 4), (1, 0), True), shape=(2, 3, 7, 8), opencv=False)
+    assert inferred(net, "pool") == (2, 3, 2, 2)
+    pytest.importorskip("cv2")
+    theirs = opencv_layers(tmp_path / "net.prototxt", tmp_path / "net.caffemodel",
+                           {"data": sample((2, 3, 7, 8))}, ["pool"])
+    assert theirs["pool"].shape == (2, 3, 2, 3)
+
+
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+@pytest.mark.parametrize("seed", range(3))
+def test_pooling_asymmetric_geometries(method, seed):
+    """Random kernel / stride / pad per axis (one pad often 0) on random sizes: the module and
+    the shape rule follow the spec, which follows PoolingLayer::Reshape."""
+    from caffe2torch.modules.pooling import caffe_pool2d, pooled_hw
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(20):
+        kernel = tuple(int(k) for k in rng.integers(1, 5, 2))
+        stride = tuple(int(s) for s in rng.integers(1, 6, 2))
+        pad = tuple(int(rng.integers(0, k)) if rng.random() < 0.6 else 0 for k in kernel)
+        size = tuple(int(n) for n in rng.integers(max(kernel), 14, 2))
+        ceil = bool(rng.random() < 0.8)
+        x = sample((2, 3, *size), seed)
+        expected = ref.pooling(x, method, kernel, stride, pad, ceil)
+        expected = expected[0] if method == "MAX" else expected
+        got = caffe_pool2d(torch.from_numpy(x), method, kernel, stride, pad, ceil).numpy()
+        what = f"{method} size {size} kernel {kernel} stride {stride} pad {pad} ceil {ceil}"
+        assert pooled_hw(size, kernel, pad, stride, ceil) == expected.shape[2:], what
+        assert_ref(got, expected, what=what)
 
 
 def test_max_pooling_mask_top(tmp_path):

@@ -54,8 +54,8 @@ def test_every_layer_has_its_weights(model):
     report = net.caffe.weights_report
     assert report.ok and len(report.loaded) == 53 + 53 + 53 + 1
     in_torch = sum(p.numel() for p in net.state_dict().values() if p.dtype.is_floating_point)
-    # Each BatchNorm's third blob (the scale factor) is folded into its running statistics.
-    assert caffe2torch.read_caffemodel(weights).num_params == in_torch + 53
+    # Each BatchNorm's third blob (the scale factor) is its ``factor`` buffer.
+    assert caffe2torch.read_caffemodel(weights).num_params == in_torch
 
 
 def test_portrait_is_classified_safe(model):

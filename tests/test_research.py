@@ -7,7 +7,7 @@ import json
 import matplotlib.cbook
 import numpy as np
 import pytest
-from oracle import CORPUS, OPEN_NSFW, ROOT, require_shared
+from oracle import CORPUS, OPEN_NSFW, ROOT, require_converters, require_shared
 from PIL import Image
 
 import caffe2torch
@@ -261,9 +261,7 @@ def test_verify_vgg_face_on_a_photograph(vgg_face_random):
 
 def test_verify_open_nsfw_real_weights():
     prototxt = require_shared(OPEN_NSFW / "deploy.prototxt")
-    missing = {"BatchNorm", "Scale"} - set(caffe2torch.registered_types())
-    if missing:
-        pytest.skip(f"converters for {sorted(missing)} are not registered yet")
+    require_converters(["BatchNorm", "Scale"])
     from caffe2torch.preprocess import Preprocessing
     from caffe2torch.zoo import get_entry
     report = verify(prototxt, OPEN_NSFW / "resnet_50_1by2_nsfw.caffemodel", image=HOPPER,

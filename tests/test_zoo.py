@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from google.protobuf import text_format
+from oracle import CORPUS, OPEN_NSFW, ROOT, require_converters, require_shared
 
 import caffe2torch
 from caffe2torch import zoo
@@ -24,7 +25,6 @@ from caffe2torch.errors import Caffe2TorchError, WeightsError
 from caffe2torch.layers.registry import is_supported
 from caffe2torch.proto import caffe_pb2
 from caffe2torch.summary import summarize
-from oracle import CORPUS, OPEN_NSFW, ROOT, require_shared
 
 # zoo id -> the real-world deploy file it reproduces (../shared/corpus/prototxt)
 CORPUS_FILES = {
@@ -57,9 +57,7 @@ def _missing_converters(path: Path) -> list[str]:
 
 def _graph_or_skip(path: Path, input_shapes=None):
     """The shaped graph; a skip naming the converters still missing (others are adding them)."""
-    missing = _missing_converters(path)
-    if missing:
-        pytest.skip(f"{path.name}: no converter registered yet for {missing}")
+    require_converters(_missing_converters(path), path.name)
     return caffe2torch.load_graph(path, input_shapes)
 
 

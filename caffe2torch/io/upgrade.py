@@ -110,23 +110,30 @@ def upgrade_net(net: caffe_pb2.NetParameter, source: str = "<net>") -> NetDefini
     fmt: Format = "V2"
     if any(layer.HasField("layer") for layer in net.layers):
         fmt = "V0"
-        _upgrade_v0_net(net, source)
+        if len(net.input_shape):
+            raise PrototxtError(
+                f"{source}: a V0 net (layers {{ layer {{ ... }} }}) with input_shape; Caffe's "
+                "V0 upgrade (UpgradeV0Net) keeps only input and input_dim, so the inputs get no "
+                "blob and Caffe refuses the net ('Unknown bottom blob'); give input_dim instead")
+        _upgrade_v0_net(net, source, notes)
     _upgrade_data_transformation(net)
     if len(net.layers):
         fmt = "V1" if fmt == "V2" else fmt
         if len(net.layer):
-            notes.append(f"{source}: has both V1 'layers' and V2 'layer' entries; as Caffe does, "
-                         f"the {len(net.layer)} V2 'layer' entries are ignored")
+            raise PrototxtError(
+                f"{source}: has both V1 'layers' ({len(net.layers)}) and V2 'layer' "
+                f"({len(net.layer)}) entries; Caffe refuses to upgrade such a net "
+                "(upgrade_proto.cpp: 'inconsistent NetParameter'); use 'layer' entries only")
         _upgrade_v1_net(net, source)
-    _upgrade_input_fields(net, source)
+    _upgrade_input_fields(net, source, notes)
     return NetDefinition(net=net, source=source, format=fmt, notes=notes)
 
 
-def _upgrade_v0_net(net: caffe_pb2.NetParameter, source: str) -> None:
+def _upgrade_v0_net(net: caffe_pb2.NetParameter, source: str, notes: list[str]) -> None:
     layers = _fold_padding_layers(net, source)
     del net.layers[:]
     for old in layers:
-        net.layers.add().CopyFrom(_upgrade_v0_layer(old, source))
+        net.layers.add().CopyFrom(_upgrade_v0_layer(old, source, notes))
 
 
 def _fold_padding_layers(net: caffe_pb2.NetParameter, source: str) -> list[V1]:
@@ -156,7 +163,7 @@ def _fold_padding_layers(net: caffe_pb2.NetParameter, source: str) -> list[V1]:
     return kept
 
 
-def _upgrade_v0_layer(connection: V1, source: str) -> V1:
+def _upgrade_v0_layer(connection: V1, source: str, notes: list[str]) -> V1:
     v0 = connection.layer
     layer = V1(bottom=connection.bottom, top=connection.top)
     if v0.HasField("name"):
@@ -171,22 +178,21 @@ def _upgrade_v0_layer(connection: V1, source: str) -> V1:
     layer.weight_decay.extend(v0.weight_decay)
     for descriptor, value in v0.ListFields():
         name = descriptor.name
+        table = _V0_FIELDS.get(name, _V0_MESSAGES.get(name))
+        if table is None:
+            continue
+        if None not in table and v0.type not in table:
+            # UpgradeV0LayerParameter logs "Unknown parameter" and Caffe goes on without it
+            notes.append(f"{source}: V0 layer '{v0.name}' of type '{v0.type}' has parameter "
+                         f"'{name}', which Caffe takes only for {sorted(table)}; as Caffe does "
+                         "(it logs an error and goes on), it is ignored")
+            continue
+        target = table[None] if None in table else table[v0.type]
         if name in _V0_FIELDS:
-            target = _v0_target(_V0_FIELDS[name], v0, source, name)
             _set_scalar(getattr(layer, target[0]), target[1], value)
-        elif name in _V0_MESSAGES:
-            owner = _v0_target(_V0_MESSAGES[name], v0, source, name)
-            getattr(layer if owner is None else getattr(layer, owner), name).CopyFrom(value)
+        else:
+            getattr(layer if target is None else getattr(layer, target), name).CopyFrom(value)
     return layer
-
-
-def _v0_target(table: dict, v0, source: str, field_name: str):
-    if None in table:
-        return table[None]
-    if v0.type not in table:
-        raise PrototxtError(f"{source}: V0 layer '{v0.name}' of type '{v0.type}' has parameter "
-                            f"'{field_name}', which Caffe only accepts for {sorted(table)}")
-    return table[v0.type]
 
 
 def _set_scalar(message, name: str, value) -> None:
@@ -253,19 +259,28 @@ def _upgrade_param_specs(old: V1, layer: caffe_pb2.LayerParameter) -> None:
             spec.decay_mult = old.weight_decay[i]
 
 
-def _upgrade_input_fields(net: caffe_pb2.NetParameter, source: str) -> None:
+def _upgrade_input_fields(net: caffe_pb2.NetParameter, source: str, notes: list[str]) -> None:
     """Turn ``input`` + ``input_dim``/``input_shape`` into one ``Input`` layer named 'input'."""
     if not len(net.input):
         if len(net.input_dim) or len(net.input_shape):
             raise PrototxtError(f"{source}: input_dim/input_shape given without any 'input' name")
         return
     names, dims, shapes = list(net.input), list(net.input_dim), list(net.input_shape)
-    if shapes and len(shapes) != len(names):
+    # UpgradeNetInput reads input_shape(i) / input_dim(4i .. 4i + 3) for every input i: extras
+    # are ignored, missing ones are read past the end of the field (undefined), so refused
+    if shapes and len(shapes) < len(names):
         raise PrototxtError(f"{source}: {len(names)} inputs but {len(shapes)} input_shape "
-                            "entries; expected one input_shape per input")
-    if dims and len(dims) != 4 * len(names):
+                            "entries; Caffe reads one input_shape per input (past the end of "
+                            "the field here), so give one per input")
+    if not shapes and dims and len(dims) < 4 * len(names):
         raise PrototxtError(f"{source}: {len(names)} inputs but {len(dims)} input_dim values; "
-                            "expected exactly 4 per input")
+                            "Caffe reads 4 per input (past the end of the field here), so give "
+                            f"{4 * len(names)}")
+    extra = len(shapes) - len(names) if shapes else len(dims) - 4 * len(names) if dims else 0
+    if extra > 0:
+        what = "input_shape entries" if shapes else "input_dim values"
+        notes.append(f"{source}: {extra} {what} beyond the {len(names)} input(s) are ignored, "
+                     "as Caffe's UpgradeNetInput ignores them")
     layer = caffe_pb2.LayerParameter(name="input", type="Input", top=names)
     for i in range(len(names)):
         if shapes:

@@ -3,6 +3,14 @@
 Blobs are versioned: an in-place layer (top == bottom at the same index) produces a new version
 of the blob, so ``fc7`` names the value after ``relu7`` as in Caffe, while the graph stays acyclic.
 Train-only layers are dropped with a note; data layers become declared inputs.
+
+Shared memory: Caffe's Split, Reshape, Flatten, a one-top Slice and a one-bottom Concat make
+their top share the bottom's data (``Blob::ShareData``; each converter declares it with
+``shares_data``). Blob names so joined form one storage (``NetGraph.storage``, name -> the
+storage's first name). An in-place write to one member is a write to all: every other member
+gets a new version too (``Blob.alias_of``: the written version it mirrors, reshaped to the
+member's own shape), so later readers of any member and the reported blob values see the write,
+as in Caffe.
 """
 from __future__ import annotations
 
@@ -41,6 +49,11 @@ class LayerNode:
     tops: list[str]
     module_name: str
     role: Role = "compute"
+    #: New versions of blobs that share storage with an in-place top (see ``Blob.alias_of``).
+    alias_tops: list[str] = field(default_factory=list)
+    #: Indices of the bottoms whose storage an in-place top of this layer overwrites (the
+    #: in-place bottom itself and any bottom sharing memory with it).
+    aliased_bottoms: list[int] = field(default_factory=list)
 
     @property
     def extra(self) -> ParamBlock:
@@ -62,6 +75,10 @@ class Blob:
     name: str
     producer: int
     shape: Shape | None = None
+    #: For a version made by an in-place write to another blob of the same storage:
+    #: (the written version, this blob's previous version). Its value is the written one in
+    #: this blob's shape.
+    alias_of: tuple[str, str] | None = None
 
 
 @dataclass
@@ -78,6 +95,13 @@ class NetGraph:
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     unsupported: list[str] = field(default_factory=list)
+    #: blob name -> the first name of its shared storage (itself unless ShareData joined it)
+    storage: dict[str, str] = field(default_factory=dict)
+
+    def shared_with(self, name: str) -> list[str]:
+        """The blob names sharing ``name``'s memory in Caffe, ``name`` included."""
+        root = self.storage.get(name, name)
+        return [n for n, r in self.storage.items() if r == root]
 
     @property
     def name(self) -> str:
@@ -105,14 +129,16 @@ def is_data_layer(param: caffe_pb2.LayerParameter) -> bool:
 
 
 def build_graph(definition: NetDefinition, phase: str = "TEST", stages: tuple[str, ...] = (),
-                level: int | None = None, supported=None, check: bool = True) -> NetGraph:
+                level: int | None = None, supported=None, check: bool = True,
+                shares=None) -> NetGraph:
     """Select the phase's layers and join them into a graph.
 
     ``supported`` is a predicate on a layer type string; every problem found (unknown bottoms,
-    duplicate tops, unsupported types, layers out of order) is reported together.
+    duplicate tops, unsupported types, layers out of order) is reported together. ``shares``
+    gives a LayerNode's ``(top, bottom)`` index pairs that share memory in Caffe.
     """
     state = _net_state(definition.net, phase, stages, level)
-    builder = _GraphBuilder(definition, supported)
+    builder = _GraphBuilder(definition, supported, shares)
     for index, param in enumerate(definition.net.layer):
         if not _state_includes(state, param, definition.source, builder.problems):
             continue
@@ -141,8 +167,8 @@ def _net_state(net: caffe_pb2.NetParameter, phase: str, stages, level) -> caffe_
     state.CopyFrom(net.state)
     state.phase = caffe_pb2.Phase.Value(phase.upper())
     state.stage.extend(stages)
-    if level is not None:
-        state.level = level
+    # Caffe's Net(file, phase, level = 0, stages): the level always replaces the file's
+    state.level = 0 if level is None else level
     return state
 
 
@@ -190,9 +216,12 @@ def module_name_for(layer_name: str, taken: set[str]) -> str:
 
 
 class _GraphBuilder:
-    def __init__(self, definition: NetDefinition, supported) -> None:
+    def __init__(self, definition: NetDefinition, supported, shares=None) -> None:
         self.definition = definition
         self.supported = supported
+        self.shares = shares
+        self.storage: dict[str, str] = {}
+        self.written: dict[str, str] = {}  # name -> its last version a layer wrote (no alias)
         self.layers: list[LayerNode] = []
         self.blobs: dict[str, Blob] = {}
         self.latest: dict[str, str] = {}
@@ -239,13 +268,46 @@ class _GraphBuilder:
                          bottoms=[b for b in bottoms if b is not None], tops=[], role=role,
                          module_name=module_name_for(param.name, self.module_names))
         node.tops = [self._produce(node, slot, top) for slot, top in enumerate(param.top)]
+        self._share_storage(node)
         self.layers.append(node)
+
+    def _share_storage(self, node: LayerNode) -> None:
+        """Join ShareData tops to their bottom's storage; give every other member of an
+        in-place top's storage a new version (the same memory, written by this layer)."""
+        pairs = self.shares(node) if self.shares is not None and len(node.bottoms) == \
+            len(node.param.bottom) else []
+        for top_slot, bottom_slot in pairs:
+            top, bottom = node.param.top[top_slot], node.param.bottom[bottom_slot]
+            if top != bottom:
+                self.storage[top] = self.storage[bottom]
+        bottoms = list(node.param.bottom)
+        for slot, top in enumerate(node.param.top):
+            if not (slot < len(bottoms) and bottoms[slot] == top):
+                continue
+            root = self.storage[top]
+            node.aliased_bottoms += [j for j, b in enumerate(bottoms)
+                                     if self.storage.get(b) == root and j not in
+                                     node.aliased_bottoms]
+            for name in [n for n, r in self.storage.items() if r == root and n != top]:
+                previous = self.latest[name]
+                blob_id = self._new_version(name, len(self.layers))
+                self.blobs[blob_id].alias_of = (node.tops[slot], previous)
+                node.alias_tops.append(blob_id)
+
+    def _new_version(self, name: str, producer: int) -> str:
+        version = sum(1 for b in self.blobs.values() if b.name == name)
+        blob_id = name if version == 0 else f"{name}#{version}"
+        self.blobs[blob_id] = Blob(id=blob_id, name=name, producer=producer)
+        self.latest[name] = blob_id
+        return blob_id
 
     def _resolve(self, param, slot: int, blob: str) -> str | None:
         if blob in self.latest:
             blob_id = self.latest[blob]
-            self.consumed.add(blob_id)
-            self.readers.setdefault(blob_id, []).append(param.name)
+            # Caffe consumes the name: reading a shared blob's newer version consumes the top
+            # the name's last writer produced; InsertSplits counts that writer's readers
+            self.consumed.update((blob_id, self.written[blob]))
+            self.readers.setdefault(self.written[blob], []).append(param.name)
             return blob_id
         if blob in self.dropped_tops:
             why = f"which only the dropped train-time layer '{self.dropped_tops[blob]}' produces"
@@ -274,16 +336,15 @@ class _GraphBuilder:
                     f"'{self.layers[producer].name}' already produces (a top may be reused only "
                     "in place, as the bottom at the same index)")
         if in_place and top in self.latest:
-            earlier = self.readers.get(self.latest[top], [])[:-1]
+            earlier = self.readers.get(self.written[top], [])[:-1]
             if earlier:
                 self.problems.append(
                     f"layer '{node.name}' ({node.type}) rewrites blob '{top}' in place after "
                     f"layer(s) {earlier} read it; Caffe rejects this (its Split insertion makes "
                     "the in-place top a second producer)")
-        version = sum(1 for b in self.blobs.values() if b.name == top)
-        blob_id = top if version == 0 else f"{top}#{version}"
-        self.blobs[blob_id] = Blob(id=blob_id, name=top, producer=len(self.layers))
-        self.latest[top] = blob_id
+        blob_id = self._new_version(top, len(self.layers))
+        self.written[top] = blob_id
+        self.storage.setdefault(top, top)
         return blob_id
 
     def finish(self) -> NetGraph:
@@ -302,7 +363,8 @@ class _GraphBuilder:
             self.problems.append("the layer graph has a cycle")
         return NetGraph(definition=self.definition, layers=self.layers, blobs=self.blobs,
                         latest=self.latest, inputs=inputs, outputs=outputs, graph=graph,
-                        notes=self.notes, problems=self.problems, unsupported=self.unsupported)
+                        notes=self.notes, problems=self.problems, unsupported=self.unsupported,
+                        storage=self.storage)
 
     def _inputs_and_outputs(self) -> tuple[list[str], list[str]]:
         inputs: list[str] = []

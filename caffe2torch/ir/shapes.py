@@ -31,6 +31,51 @@ def infer_shapes(graph: NetGraph, input_shapes: Mapping[str, Sequence[int]] | No
                              f"but declares {len(node.tops)} top(s)")
         for top, shape in zip(node.tops, tops, strict=True):
             graph.blobs[top].shape = tuple(int(d) for d in shape)
+        _setup_checks(graph, node, converter, inputs)
+        for blob_id in node.alias_tops:
+            _alias_shape(graph, node, blob_id)
+
+
+def _setup_checks(graph: NetGraph, node: LayerNode, converter, inputs) -> None:
+    """Caffe's CHECKs common to every layer (Layer::SetUp, Net::AppendParam) and its rule that
+    an in-place layer keeps the blob's shape (its Reshape would resize the bottom it reads)."""
+    where = f"layer '{node.name}' ({node.type})"
+    p = node.param
+    if len(p.loss_weight) and len(p.loss_weight) != len(p.top):
+        raise ShapeError(f"{where}: {len(p.loss_weight)} loss_weight values for {len(p.top)} "
+                         "top(s); Caffe requires none or exactly one per top")
+    if len(p.param):
+        blobs = len(converter.blob_shapes(node, inputs))
+        if len(p.param) > blobs:
+            raise ShapeError(f"{where}: {len(p.param)} param {{ }} entries but the layer has "
+                             f"{blobs} parameter blob(s); Caffe refuses this ('Too many params "
+                             "specified')")
+    for slot, top in enumerate(node.tops):
+        if slot < len(p.bottom) and p.bottom[slot] == p.top[slot]:
+            before, after = graph.blobs[node.bottoms[slot]].shape, graph.blobs[top].shape
+            if before != after:
+                raise ShapeError(f"{where}: is in place on '{p.top[slot]}' but changes its shape "
+                                 f"{before} to {after}; Caffe reshapes the shared blob before "
+                                 "the layer reads it, so it refuses or computes garbage")
+
+
+def _alias_shape(graph: NetGraph, node: LayerNode, blob_id: str) -> None:
+    """A blob sharing memory with an in-place top keeps its own shape, and must keep its size."""
+    written, previous = graph.blobs[blob_id].alias_of  # type: ignore[misc]
+    shape, source = graph.blobs[previous].shape, graph.blobs[written].shape
+    if shape is None or source is None or _count(shape) != _count(source):
+        raise ShapeError(
+            f"layer '{node.name}' ({node.type}): writes '{graph.blobs[written].name}' in place "
+            f"with shape {source}, but '{graph.blobs[blob_id].name}' shares its memory with "
+            f"shape {shape}; an in-place write must keep the blob's size")
+    graph.blobs[blob_id].shape = shape
+
+
+def _count(shape: Shape) -> int:
+    total = 1
+    for d in shape:
+        total *= d
+    return total
 
 
 def _input_shape(graph: NetGraph, node: LayerNode, top: str, declared: PartialShape,

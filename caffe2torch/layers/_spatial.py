@@ -47,8 +47,8 @@ def spatial_geometry(layer: LayerNode, input_shape: Sequence[int]):
     p = layer.param.convolution_param
     axis = canonical_axis(layer, p.axis, len(input_shape))
     n = len(input_shape) - axis - 1
-    if n < 1:
-        raise shape_error(layer, f"input {tuple(input_shape)} has no spatial axis after axis {axis}")
+    if n == 0:  # BaseConvolutionLayer with 0 spatial axes: a (grouped) x W^T + b per position
+        return axis, (), (), (), ()
     kernel = _repeated(layer, "kernel", p.kernel_size, n, 0, (
         p.HasField("kernel_h"), p.HasField("kernel_w"), p.kernel_h, p.kernel_w))
     stride = _repeated(layer, "stride", p.stride, n, 1, (
@@ -56,10 +56,19 @@ def spatial_geometry(layer: LayerNode, input_shape: Sequence[int]):
     pad = _repeated(layer, "pad", p.pad, n, 0, (
         p.HasField("pad_h"), p.HasField("pad_w"), p.pad_h, p.pad_w))
     dilation = _repeated(layer, "dilation", p.dilation, n, 1, (False, False, 0, 0))
-    if min(kernel) <= 0 or min(stride) <= 0 or min(dilation) <= 0:
-        raise shape_error(layer, f"kernel {kernel}, stride {stride} and dilation {dilation} "
-                                 "must be positive")
+    if min(kernel) <= 0 or min(stride) <= 0:
+        raise shape_error(layer, f"kernel {kernel} and stride {stride} must be positive")
+    # dilation 0 is accepted, as Caffe does: every tap of that axis reads the same pixel
     return axis, kernel, stride, pad, dilation
+
+
+def zero_dilation_note(layer: LayerNode) -> list[str]:
+    """The note for a deliberate acceptance: ``dilation: 0`` (Caffe runs it; torch refuses)."""
+    if 0 not in layer.param.convolution_param.dilation:
+        return []
+    return [("dilation 0: every kernel tap along that axis reads the same pixel, as in Caffe "
+             "(computed with the kernel summed over that axis; torch's convolution refuses "
+             "dilation 0)")]
 
 
 def conv_geometry(layer: LayerNode, input_shape: Sequence[int]) -> ConvGeometry:

@@ -9,9 +9,9 @@ from torch import nn
 
 from caffe2torch.ir.graph import LayerNode
 from caffe2torch.layers._common import expect_bottoms
-from caffe2torch.layers._spatial import ConvGeometry, conv_geometry
+from caffe2torch.layers._spatial import ConvGeometry, conv_geometry, zero_dilation_note
 from caffe2torch.layers.registry import Converter, register_converter, shape_error
-from caffe2torch.modules.conv import CONV, EACH_CONV, AxisConv
+from caffe2torch.modules.conv import CONV, EACH_CONV, AxisConv, PointConv, ZeroDilation
 
 Shape = tuple[int, ...]
 
@@ -47,17 +47,21 @@ def conv_like_shapes(layer: LayerNode, inputs: Sequence[Shape],
             raise shape_error(layer, f"bottom {i} has shape {tuple(shape)}; all bottoms must "
                                      f"have the shape of bottom 0, {tuple(inputs[0])}")
     g = conv_geometry(layer, inputs[0])
-    if len(g.kernel) not in CONV:
-        raise shape_error(layer, f"{len(g.kernel)} spatial axes; torch convolves 1 to 3")
+    if len(g.kernel) not in CONV and g.kernel:
+        raise shape_error(layer, f"{len(g.kernel)} spatial axes; torch convolves 1 to 3 (CPU "
+                                 "Caffe's N-D im2col runs more; not reproduced here)")
     spatial = spatial_rule(tuple(inputs[0]), g)
     out = (*inputs[0][:g.axis], g.num_output, *spatial)
-    if min(spatial) <= 0:
+    if spatial and min(spatial) <= 0:
         raise shape_error(layer, f"input {tuple(inputs[0])} gives an empty output {out}")
     return [out] * len(inputs)
 
 
-def with_axis(conv: nn.Module, axis: int, bias_term: bool) -> nn.Module:
+def with_axis(conv: nn.Module, axis: int, bias_term: bool,
+              zero_dilation: tuple[int, ...] = ()) -> nn.Module:
     conv.caffe_blobs = ("weight", "bias") if bias_term else ("weight",)
+    if zero_dilation:
+        conv = ZeroDilation(conv, zero_dilation)
     return conv if axis == 1 else AxisConv(conv, axis)
 
 
@@ -81,13 +85,20 @@ class ConvolutionConverter(Converter):
         weight = (g.num_output, inputs[0][g.axis] // g.group, *g.kernel)
         return [weight, (g.num_output,)] if g.bias_term else [weight]
 
+    def accepted(self, layer: LayerNode) -> list[str]:
+        return zero_dilation_note(layer)
+
     def build(self, layer: LayerNode, inputs: Sequence[Shape]) -> nn.Module:
         g = conv_geometry(layer, inputs[0])
-        classes = CONV if len(inputs) == 1 or g.axis != 1 else EACH_CONV
+        if not g.kernel:
+            return PointConv(inputs[0][g.axis], g.num_output, g.group, g.bias_term, False)
+        zero = tuple(i for i, d in enumerate(g.dilation) if d == 0)
+        classes = CONV if len(inputs) == 1 or g.axis != 1 or zero else EACH_CONV
         conv = classes[len(g.kernel)](inputs[0][g.axis], g.num_output, g.kernel,
-                                      stride=g.stride, padding=g.pad, dilation=g.dilation,
+                                      stride=g.stride, padding=g.pad,
+                                      dilation=tuple(d or 1 for d in g.dilation),
                                       groups=g.group, bias=g.bias_term)
-        return with_axis(conv, g.axis, g.bias_term)
+        return with_axis(conv, g.axis, g.bias_term, zero)
 
     def flops(self, layer, inputs, outputs) -> int:
         g = conv_geometry(layer, inputs[0])

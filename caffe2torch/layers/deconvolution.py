@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from torch import nn
 
 from caffe2torch.ir.graph import LayerNode
-from caffe2torch.layers._spatial import ConvGeometry, conv_geometry
+from caffe2torch.layers._spatial import ConvGeometry, conv_geometry, zero_dilation_note
 from caffe2torch.layers.convolution import conv_like_shapes, with_axis
 from caffe2torch.layers.registry import Converter, register_converter
-from caffe2torch.modules.conv import DECONV, EACH_DECONV
+from caffe2torch.modules.conv import DECONV, EACH_DECONV, PointConv
 
 Shape = tuple[int, ...]
 
@@ -41,13 +41,20 @@ class DeconvolutionConverter(Converter):
         weight = (inputs[0][g.axis], g.num_output // g.group, *g.kernel)
         return [weight, (g.num_output,)] if g.bias_term else [weight]
 
+    def accepted(self, layer: LayerNode) -> list[str]:
+        return zero_dilation_note(layer)
+
     def build(self, layer: LayerNode, inputs: Sequence[Shape]) -> nn.Module:
         g = conv_geometry(layer, inputs[0])
-        classes = DECONV if len(inputs) == 1 or g.axis != 1 else EACH_DECONV
+        if not g.kernel:
+            return PointConv(inputs[0][g.axis], g.num_output, g.group, g.bias_term, True)
+        zero = tuple(i for i, d in enumerate(g.dilation) if d == 0)
+        classes = DECONV if len(inputs) == 1 or g.axis != 1 or zero else EACH_DECONV
         deconv = classes[len(g.kernel)](inputs[0][g.axis], g.num_output, g.kernel,
-                                        stride=g.stride, padding=g.pad, dilation=g.dilation,
+                                        stride=g.stride, padding=g.pad,
+                                        dilation=tuple(d or 1 for d in g.dilation),
                                         groups=g.group, bias=g.bias_term)
-        return with_axis(deconv, g.axis, g.bias_term)
+        return with_axis(deconv, g.axis, g.bias_term, zero)
 
     def flops(self, layer, inputs, outputs) -> int:
         g = conv_geometry(layer, inputs[0])

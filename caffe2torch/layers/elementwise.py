@@ -76,4 +76,5 @@ class EltwiseConverter(Converter):
         operation = caffe_pb2.EltwiseParameter.EltwiseOp.Name(p.operation)
         sums = p.operation == caffe_pb2.EltwiseParameter.SUM
         coeffs = tuple(float(c) for c in p.coeff) if sums else ()
-        return Eltwise(operation, () if all(c == 1.0 for c in coeffs) else coeffs)
+        return Eltwise(operation, () if all(c == 1.0 for c in coeffs) else coeffs,
+                       aliased=tuple(layer.aliased_bottoms))

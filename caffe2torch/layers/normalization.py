@@ -72,7 +72,7 @@ class BatchNormConverter(Converter):
         p = layer.param.batch_norm_param
         use_global = p.use_global_stats if p.HasField("use_global_stats") else None
         return CaffeBatchNorm(inputs[0][1], eps=p.eps, use_global_stats=use_global,
-                              momentum=1.0 - p.moving_average_fraction)
+                              moving_average_fraction=p.moving_average_fraction)
 
     def load_blobs(self, module: nn.Module, blobs: Sequence[np.ndarray]) -> None:
         mean, var, factor = (np.asarray(b, dtype=np.float32) for b in blobs)
@@ -81,12 +81,18 @@ class BatchNormConverter(Converter):
         with torch.no_grad():
             module.running_mean.copy_(torch.from_numpy(mean.reshape(-1) * scale))
             module.running_var.copy_(torch.from_numpy(var.reshape(-1) * scale))
+            module.factor.fill_(float(f))
 
     def dump_blobs(self, module: nn.Module, layer: LayerNode,
                    inputs: Sequence[Shape]) -> list[np.ndarray]:
-        return [module.running_mean.detach().cpu().numpy().astype(np.float32),
-                module.running_var.detach().cpu().numpy().astype(np.float32),
-                np.ones(1, dtype=np.float32)]
+        """Caffe's blobs (sums = statistics * f, and f); f == 0 (nothing accumulated: Caffe
+        reads the statistics as 0) is written as the statistics with f = 1."""
+        f = np.float32(module.factor.detach().cpu().reshape(-1)[0])
+        mean = module.running_mean.detach().cpu().numpy().astype(np.float32)
+        var = module.running_var.detach().cpu().numpy().astype(np.float32)
+        if f == 0:
+            return [mean, var, np.ones(1, dtype=np.float32)]
+        return [mean * f, var * f, np.array([f], dtype=np.float32)]
 
     def random_blobs(self, layer: LayerNode, inputs: Sequence[Shape],
                      rng: np.random.Generator) -> list[np.ndarray]:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from caffe2torch.ir.graph import LayerNode
 from caffe2torch.layers._common import expect_bottoms
 from caffe2torch.layers.registry import Converter, register_converter, shape_error
-from caffe2torch.modules.pooling import CaffePool2d, pooled_size
+from caffe2torch.modules.pooling import CaffePool2d, pooled_hw
 from caffe2torch.proto import caffe_pb2
 
 Shape = tuple[int, ...]
@@ -82,9 +82,12 @@ class PoolingConverter(Converter):
         pooled = self._pooled(layer, shape)
         out = (shape[0], shape[1], *pooled)
         p = layer.param.pooling_param
-        n_tops = len(layer.tops) or len(layer.param.top)
-        if n_tops == 2 and p.pool != P.MAX:
-            raise shape_error(layer, "a second (mask) top exists only for MAX pooling")
+        n_tops = len(layer.param.top)
+        most = 2 if p.pool == P.MAX else 1  # PoolingLayer::MinTopBlobs / MaxTopBlobs
+        if not 1 <= n_tops <= most:
+            why = "MAX takes 1 or 2 (the second is the mask)" if most == 2 else \
+                f"{P.PoolMethod.Name(p.pool)} takes exactly 1 (a mask top exists only for MAX)"
+            raise shape_error(layer, f"has {n_tops} top(s); Caffe's Pooling {why}")
         if min(pooled) <= 0:
             raise shape_error(layer, f"input {shape} gives an empty output {out}")
         return [out] * n_tops
@@ -94,9 +97,7 @@ class PoolingConverter(Converter):
         if geometry is None:
             return (1, 1)
         kernel, stride, pad = geometry
-        ceil = rounds_up(layer)
-        return tuple(pooled_size(n, k, pd, s, ceil)  # type: ignore[return-value]
-                     for n, k, pd, s in zip(shape[2:], kernel, pad, stride))
+        return pooled_hw((shape[2], shape[3]), kernel, pad, stride, rounds_up(layer))
 
     def build(self, layer: LayerNode, inputs: Sequence[Shape]) -> CaffePool2d:
         p = layer.param.pooling_param

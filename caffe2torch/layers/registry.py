@@ -78,6 +78,17 @@ class Converter:
         """Parameter values this converter cannot reproduce exactly (each names field and value)."""
         return []
 
+    def accepted(self, layer: LayerNode) -> list[str]:
+        """What Caffe would refuse in this layer but the converter builds deliberately, each
+        saying why (recorded in the graph's notes)."""
+        return []
+
+    def shares_data(self, layer: LayerNode) -> list[tuple[int, int]]:
+        """``(top, bottom)`` index pairs where Caffe's top shares the bottom's memory
+        (``Blob::ShareData``: Split, Reshape, Flatten...). The graph then treats them as one
+        storage: an in-place write to either gives both a new version."""
+        return []
+
     def load_blobs(self, module: nn.Module, blobs: Sequence[np.ndarray]) -> None:
         """Copy Caffe blobs (already checked against ``blob_shapes``) into the module."""
         with torch.no_grad():
@@ -184,6 +195,11 @@ def get_converter(type_name: str) -> Converter:
 def is_supported(type_name: str) -> bool:
     _ensure_builtins()
     return type_name in _REGISTRY
+
+
+def shared_data(layer: LayerNode) -> list[tuple[int, int]]:
+    """The layer's ``(top, bottom)`` pairs that share memory in Caffe (none when unregistered)."""
+    return get_converter(layer.type).shares_data(layer) if is_supported(layer.type) else []
 
 
 def registered_types() -> list[str]:

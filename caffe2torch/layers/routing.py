@@ -54,6 +54,10 @@ class ConcatConverter(Converter):
     def build(self, layer: LayerNode, inputs: Sequence[Shape]) -> Concat:
         return Concat(concat_axis(layer, len(inputs[0])))
 
+    def shares_data(self, layer: LayerNode) -> list[tuple[int, int]]:
+        # ConcatLayer::Reshape: one bottom -> top[0]->ShareData(*bottom[0])
+        return [(0, 0)] if len(layer.param.bottom) == 1 and layer.param.top else []
+
 
 @register_converter
 class SplitConverter(Converter):
@@ -63,10 +67,16 @@ class SplitConverter(Converter):
         expect_bottoms(layer, inputs, 1)
         if not layer.param.top:
             raise shape_error(layer, "has no top; expected at least 1")
+        if layer.param.bottom[0] in layer.param.top:
+            raise shape_error(layer, f"top '{layer.param.bottom[0]}' is its bottom; Caffe's Split "
+                                     "does not allow in-place computation")
         return [inputs[0]] * len(layer.param.top)
 
     def build(self, layer: LayerNode, inputs: Sequence[Shape]) -> Split:
         return Split(len(layer.param.top))
+
+    def shares_data(self, layer: LayerNode) -> list[tuple[int, int]]:
+        return [(i, 0) for i in range(len(layer.param.top))]  # SplitLayer::Forward_cpu
 
 
 @register_converter
@@ -95,3 +105,6 @@ class FlattenConverter(Converter):
 
     def build(self, layer: LayerNode, inputs: Sequence[Shape]) -> Flatten:
         return Flatten(*self._axes(layer, len(inputs[0])))
+
+    def shares_data(self, layer: LayerNode) -> list[tuple[int, int]]:
+        return [(0, 0)]  # FlattenLayer::Forward_cpu: top[0]->ShareData(*bottom[0])

@@ -60,6 +60,10 @@ class SliceConverter(Converter):
         points = tuple(int(p) for p in layer.param.slice_param.slice_point)
         return Slice(self._axis(layer, len(inputs[0])), len(layer.param.top), points)
 
+    def shares_data(self, layer: LayerNode) -> list[tuple[int, int]]:
+        # SliceLayer::Reshape: one top -> top[0]->ShareData(*bottom[0])
+        return [(0, 0)] if len(layer.param.top) == 1 else []
+
 
 def _reshape_axes(layer: LayerNode, ndim: int) -> tuple[int, int]:
     """``[start, end)``: the input axes the new dims replace (Caffe's axis / num_axes rules)."""
@@ -95,6 +99,9 @@ class ReshapeConverter(Converter):
 
     def output_shapes(self, layer: LayerNode, inputs: Sequence[Shape]) -> list[Shape]:
         expect_bottoms(layer, inputs, 1)
+        if list(layer.param.top) == list(layer.param.bottom):
+            raise shape_error(layer, "is in place (top == bottom); Caffe's Reshape does not "
+                                     "allow in-place computation")
         shape = inputs[0]
         dims = _reshape_dims(layer)
         start, end = _reshape_axes(layer, len(shape))
@@ -120,6 +127,9 @@ class ReshapeConverter(Converter):
     def build(self, layer: LayerNode, inputs: Sequence[Shape]) -> Reshape:
         start, end = _reshape_axes(layer, len(inputs[0]))
         return Reshape(start, end, _reshape_dims(layer))
+
+    def shares_data(self, layer: LayerNode) -> list[tuple[int, int]]:
+        return [(0, 0)]  # ReshapeLayer::Reshape: top[0]->ShareData(*bottom[0])
 
 
 def _crop_offsets(layer: LayerNode, ndim: int) -> tuple[int, tuple[int, ...]]:

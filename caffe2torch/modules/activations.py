@@ -72,8 +72,14 @@ class Exp(nn.Module):
         return f"inner_scale={self.inner_scale:g}, outer_scale={self.outer_scale:g}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.exp(x if self.inner_scale == 1 else x * self.inner_scale)
+        y = torch.exp(x if self.inner_scale == 1 else blas_scale(x, self.inner_scale))
         return y if self.outer_scale == 1 else y * self.outer_scale
+
+
+def blas_scale(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Caffe's caffe_cpu_scale / caffe_scal (BLAS ``sscal``): ``alpha * x``, where ``alpha == 0``
+    writes zeros even over inf and NaN (the oracle's OpenBLAS; 0 * inf would be NaN)."""
+    return torch.zeros_like(x) if alpha == 0 else x * alpha
 
 
 class Log(nn.Module):
@@ -89,7 +95,7 @@ class Log(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.scale != 1:
-            x = x * self.scale
+            x = blas_scale(x, self.scale)
         if self.shift != 0:
             x = x + self.shift
         y = torch.log(x)

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from caffe2torch.modules.precision import HALF, float32_inside
+from caffe2torch.modules.pooling import lowest  # Caffe's in-place MAX starts at -FLT_MAX
 
 
 class InnerProduct(nn.Module):
@@ -95,14 +96,18 @@ class Eltwise(nn.Module):
     bottom only where it is strictly greater (so NaN and signed-zero ties resolve as in Caffe).
     """
 
-    def __init__(self, operation: str, coeffs: tuple[float, ...] = ()) -> None:
+    def __init__(self, operation: str, coeffs: tuple[float, ...] = (),
+                 aliased: tuple[int, ...] = ()) -> None:
         super().__init__()
-        self.operation, self.coeffs = operation, coeffs
+        self.operation, self.coeffs, self.aliased = operation, coeffs, aliased
 
     def extra_repr(self) -> str:
-        return f"{self.operation}" + (f", coeffs={self.coeffs}" if self.coeffs else "")
+        return f"{self.operation}" + (f", coeffs={self.coeffs}" if self.coeffs else "") + \
+            (f", in place over bottoms {self.aliased}" if self.aliased else "")
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        if self.aliased:
+            return self._in_place(xs)
         if self.operation == "PROD":
             out = xs[0] * xs[1]
             for x in xs[2:]:
@@ -121,6 +126,34 @@ class Eltwise(nn.Module):
         out = xs[0] * self.coeffs[0]
         for c, x in zip(self.coeffs[1:], xs[1:]):
             out = out + x * c
+        return out
+
+    def _in_place(self, xs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """EltwiseLayer::Forward_cpu when the top is the memory of the ``aliased`` bottoms:
+        SUM clears the top to 0 and MAX fills it with -FLT_MAX before reading the bottoms, so an
+        aliased bottom reads the running result (bottom 0 of an in-place SUM counts 0); PROD
+        writes only after reading bottoms 0 and 1."""
+        def read(i: int, acc: torch.Tensor) -> torch.Tensor:
+            return acc if i in self.aliased else xs[i]
+
+        if self.operation == "PROD":
+            out = xs[0] * xs[1]
+            for i in range(2, len(xs)):
+                out = out * read(i, out)
+            return out
+        if self.operation == "MAX":
+            acc = torch.full_like(xs[0], lowest(xs[0].dtype))
+            a, b = read(0, acc), read(1, acc)
+            out = torch.where(a > b, a, b)
+            for i in range(2, len(xs)):
+                x = read(i, out)
+                out = torch.where(x > out, x, out)
+            return out
+        coeffs = self.coeffs or (1.0,) * len(xs)
+        out = torch.zeros_like(xs[0])
+        for i, c in enumerate(coeffs):
+            x = read(i, out)
+            out = out + (x if c == 1.0 else x * c)
         return out
 
 

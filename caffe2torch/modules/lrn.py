@@ -1,6 +1,10 @@
 """Caffe's LRN layer (lrn_layer.cpp), both normalisation regions, for (N, C, H, W) blobs.
 
-ACROSS_CHANNELS: ``y = x * (k + alpha / n * sum_{n channels centred on c, zero padded} x^2)^-beta``.
+ACROSS_CHANNELS: ``y = x * (k + alpha / n * sum_{n channels centred on c, zero padded} x^2)^-beta``,
+with the sum as CrossChannelForward_cpu keeps it, a float32 running sum: channel 0's scale is
+``k`` plus the window's ``alpha / n * x^2`` terms added in order; each next channel's scale is the
+previous one plus the entering channel's term minus the leaving one's. This loses small channels
+after a very large one (the large term's rounding stays), and that is Caffe's result.
 WITHIN_CHANNEL: Caffe chains its own layers, square -> AVE pooling (kernel n, pad (n-1)/2,
 stride 1) -> power ``(1 + alpha * s)^-beta`` -> product with x; ``k`` is not used there. The AVE
 pooling counts the padding, so its divisor is n^2 everywhere.
@@ -37,7 +41,19 @@ class CaffeLRN(nn.Module):
         if self.region == "WITHIN_CHANNEL":
             mean = caffe_pool2d(squares, "AVE", (n, n), (1, 1), (half, half))
             return x * (1.0 + self.alpha * mean).pow(-self.beta)
-        # sum over a window of n channels: a (n, 1, 1) box over (N, 1, C + n - 1, H, W)
-        padded = F.pad(squares, (0, 0, 0, 0, half, half)).unsqueeze(1)
-        window = F.avg_pool3d(padded, (n, 1, 1), stride=1, divisor_override=1).squeeze(1)
-        return x * (self.k + (self.alpha / n) * window).pow(-self.beta)
+        return x * self._running_scale(squares).pow(-self.beta)
+
+    def _running_scale(self, squares: torch.Tensor) -> torch.Tensor:
+        """CrossChannelForward_cpu's scale: k, then += / -= (alpha / n) * x^2 channel by channel."""
+        n, half = self.local_size, (self.local_size - 1) // 2
+        alpha_over_size = float(torch.tensor(self.alpha, dtype=torch.float32) / n)
+        terms = F.pad(squares, (0, 0, 0, 0, half, half)) * alpha_over_size
+        scale = torch.full_like(squares[:, 0], self.k)
+        for c in range(n):
+            scale = scale + terms[:, c]
+        scales = [scale]
+        for c in range(1, squares.shape[1]):
+            scale = scale + terms[:, c + n - 1]
+            scale = scale - terms[:, c - 1]
+            scales.append(scale)
+        return torch.stack(scales, dim=1)

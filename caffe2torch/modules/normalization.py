@@ -17,26 +17,29 @@ class CaffeBatchNorm(nn.Module):
     """Caffe's BatchNorm: ``(x - mean) / sqrt(var + eps)`` per channel (axis 1), no affine part.
 
     ``running_mean`` / ``running_var`` hold Caffe's stored sums already divided by its scale
-    factor, so they read as torch's. ``use_global_stats``: ``None`` (unset in the prototxt)
-    follows the module mode (eval: stored statistics, train: batch statistics, as Caffe's TEST and
-    TRAIN phases); ``True`` always uses the stored ones; ``False`` always normalises with the batch
-    statistics (Caffe does so even at TEST time). Running statistics are updated only in train
-    mode, as torch's batch norm with ``momentum = 1 - moving_average_fraction`` and the unbiased
-    batch variance (Caffe's own update weights batches by its scale factor instead; the two agree
-    once that factor has converged to ``1 / (1 - moving_average_fraction)``).
+    factor, so they read as torch's; ``factor`` is that scale factor (Caffe's blob 2).
+    ``use_global_stats``: ``None`` (unset in the prototxt) follows the module mode (eval: stored
+    statistics, train: batch statistics, as Caffe's TEST and TRAIN phases); ``True`` always uses
+    the stored ones; ``False`` always normalises with the batch statistics (Caffe does so even at
+    TEST time). The stored statistics are updated only in train mode, by Caffe's own rule
+    (BatchNormLayer::Forward_cpu) with ``lambda = moving_average_fraction``: ``f = lambda * f + 1``,
+    ``sum_mean = lambda * sum_mean + mean``, ``sum_var = lambda * sum_var + m / (m - 1) * var``
+    (the sums being the statistics times f), not torch's momentum rule.
     """
 
     def __init__(self, channels: int, eps: float = 1e-5, use_global_stats: bool | None = None,
-                 momentum: float = 0.001) -> None:
+                 moving_average_fraction: float = 0.999) -> None:
         super().__init__()
         self.channels, self.eps = channels, eps
-        self.use_global_stats, self.momentum = use_global_stats, momentum
+        self.use_global_stats, self.moving_average_fraction = \
+            use_global_stats, moving_average_fraction
         self.register_buffer("running_mean", torch.zeros(channels))
         self.register_buffer("running_var", torch.ones(channels))
+        self.register_buffer("factor", torch.ones(1))
 
     def extra_repr(self) -> str:
         return (f"{self.channels}, eps={self.eps:g}, use_global_stats={self.use_global_stats}, "
-                f"momentum={self.momentum:g}")
+                f"moving_average_fraction={self.moving_average_fraction:g}")
 
     @float32_inside
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -55,9 +58,16 @@ class CaffeBatchNorm(nn.Module):
 
     @torch.no_grad()
     def _update(self, mean: torch.Tensor, var: torch.Tensor, m: int) -> None:
+        """Caffe's accumulation; the sums are recovered as statistic * f (0 when f == 0)."""
+        lam = self.moving_average_fraction
         correction = m / (m - 1) if m > 1 else 1.0  # Caffe's bias_correction_factor
-        self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
-        self.running_var.lerp_((var * correction).to(self.running_var.dtype), self.momentum)
+        old = self.factor.clone()
+        self.factor.mul_(lam).add_(1.0)
+        sum_mean = self.running_mean * old * lam + mean.to(self.running_mean.dtype)
+        sum_var = self.running_var * old * lam + (var * correction).to(self.running_var.dtype)
+        scale = torch.where(self.factor == 0, torch.zeros_like(self.factor), 1.0 / self.factor)
+        self.running_mean.copy_(sum_mean * scale)
+        self.running_var.copy_(sum_var * scale)
 
 
 class Scale(nn.Module):

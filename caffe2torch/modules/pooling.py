@@ -9,7 +9,10 @@ Caffe's PoolingLayer (pooling_layer.cpp) windows start at ``i * stride - pad``:
   the ceil overhang does not), measured before clipping to the image, so an overhang window may
   divide by 0 (NaN) or by a negative count (-0), as Caffe does.
 - STOCHASTIC at test time is implemented only by Caffe's GPU kernel (StoPoolForwardTest; the CPU
-  path is NOT_IMPLEMENTED): ``sum(x^2) / (FLT_MIN + sum(x))`` over the unpadded window.
+  path is NOT_IMPLEMENTED). This follows BVLC master (since commit d17fbea, "avoid divide by
+  zeros", in 1.0): ``sum > 0 ? sum(x^2) / sum(x) : 0`` over the unpadded window, so a window
+  whose sum is <= 0 (or NaN) gives 0. rc3 and the brocolli/inisis fork divide by
+  ``FLT_MIN + sum(x)`` instead, which differs there (negative for a negative sum).
 torch's own pooling differs in the last-window rule and rejects pad > kernel / 2, so the input is
 padded explicitly here and torch pools with no padding of its own.
 """
@@ -29,17 +32,31 @@ FLT_MAX = 3.4028234663852886e38  # Caffe fills MAX outputs with -FLT_MAX before 
 def lowest(dtype: torch.dtype) -> float:
     """-FLT_MAX, or the lowest finite value of a narrower dtype (float16, bfloat16)."""
     return max(-FLT_MAX, torch.finfo(dtype).min)
-FLT_MIN = 1.1754943508222875e-38  # Caffe's StoPoolForwardTest starts its sum at FLT_MIN
+
+
 Pair = tuple[int, int]
 
 
-def pooled_size(size: int, kernel: int, pad: int, stride: int, ceil: bool) -> int:
-    """Caffe's pooled length: ceil/floor rounding, then the clip rule when padded."""
+def pooled_size(size: int, kernel: int, pad: int, stride: int, ceil: bool,
+                padded: bool | None = None) -> int:
+    """Caffe's pooled length along one axis: ceil/floor rounding, then the clip rule.
+
+    PoolingLayer::Reshape clips when the layer is padded on EITHER axis (``if (pad_h_ ||
+    pad_w_)``), and then clips both axes, each with its own pad (which may be 0): ``padded`` says
+    whether any axis of the layer is padded (default: this axis's pad).
+    """
     span = size + 2 * pad - kernel
     pooled = (math.ceil(span / stride) if ceil else span // stride) + 1
-    if pad > 0 and (pooled - 1) * stride >= size + pad:
+    if (pad > 0 if padded is None else padded) and (pooled - 1) * stride >= size + pad:
         pooled -= 1
     return pooled
+
+
+def pooled_hw(size: Pair, kernel: Pair, pad: Pair, stride: Pair, ceil: bool) -> Pair:
+    """Caffe's pooled (H, W): the clip rule applies to both axes when either is padded."""
+    padded = any(pad)
+    return (pooled_size(size[0], kernel[0], pad[0], stride[0], ceil, padded),
+            pooled_size(size[1], kernel[1], pad[1], stride[1], ceil, padded))
 
 
 def _ave_divisor(size: int, pooled: int, kernel: int, pad: int, stride: int,
@@ -55,8 +72,7 @@ def caffe_pool2d(x: torch.Tensor, method: str, kernel: Pair, stride: Pair, pad: 
     """Caffe pooling of the last two axes of ``x``; MAX ``with_mask`` also returns Caffe's mask
     (the flat ``h * W + w`` index of the maximum, as float, -1 for an empty window)."""
     height, width = x.shape[-2], x.shape[-1]
-    pooled = (pooled_size(height, kernel[0], pad[0], stride[0], ceil),
-              pooled_size(width, kernel[1], pad[1], stride[1], ceil))
+    pooled = pooled_hw((height, width), kernel, pad, stride, ceil)
     if method == "STOCHASTIC":
         return _stochastic(x, kernel, stride, pooled)
     right = [max(0, (o - 1) * s + k - n - p) for o, s, k, n, p in
@@ -86,13 +102,16 @@ def _max(padded, kernel, stride, pad, pooled, width, with_mask):
 
 
 def _stochastic(x, kernel, stride, pooled):
-    """Caffe's test-time stochastic pooling (GPU kernel): sum(x^2) / (FLT_MIN + sum(x))."""
+    """BVLC's test-time stochastic pooling (GPU kernel): sum > 0 ? sum(x^2) / sum(x) : 0."""
     right = [max(0, (o - 1) * s + k - n) for o, s, k, n in
              zip(pooled, stride, kernel, x.shape[-2:])]
     padded = F.pad(x, (0, right[1], 0, right[0])) if any(right) else x
     squares = F.avg_pool2d(padded * padded, kernel, stride, divisor_override=1)
-    total = F.avg_pool2d(padded, kernel, stride, divisor_override=1) + FLT_MIN
-    return (squares / total)[..., :pooled[0], :pooled[1]]
+    total = F.avg_pool2d(padded, kernel, stride, divisor_override=1)
+    positive = total > 0
+    out = torch.where(positive, squares / torch.where(positive, total, 1.0),
+                      torch.zeros_like(total))
+    return out[..., :pooled[0], :pooled[1]]
 
 
 class CaffePool2d(nn.Module):
@@ -148,8 +167,7 @@ def spp_output_sizes(height: int, width: int, levels: int) -> list[Pair]:
     sizes = []
     for level in range(levels):
         kernel, pad = spp_level(height, width, level)
-        sizes.append((pooled_size(height, kernel[0], pad[0], kernel[0], True),
-                      pooled_size(width, kernel[1], pad[1], kernel[1], True)))
+        sizes.append(pooled_hw((height, width), kernel, pad, kernel, True))
     return sizes
 
 

@@ -8,12 +8,18 @@ For every ``tests/golden/nets/<net>.prototxt`` this writes, next to this script:
   of the net after ``net.forward()``, i.e. Caffe's final value of each blob name (after in-place
   layers). The tops of the Split layers Caffe inserts by itself (``<blob>_<layer>_<i>_split_<j>``)
   are copies of a named blob and are left out; explicit Split layers' tops are kept.
+  Nets named ``train_*`` run in Caffe's TRAIN phase and also record ``param:<layer>:<i>``,
+  every parameter blob after the forward pass (BatchNorm's accumulated statistics).
 
 How to rerun (from the repository root)::
 
     bash ../shared/tools/build-caffe.sh        # once, ~4 min: CPU Caffe + pycaffe
     ~/.cache/caffe-oracle/venv/bin/caffe-python tests/golden/make_goldens.py          # all nets
     ~/.cache/caffe-oracle/venv/bin/caffe-python tests/golden/make_goldens.py lrn mvn  # some nets
+
+Nets Caffe must refuse live in ``refused/<net>.prototxt``: each runs in its own process, and the
+last glog FATAL/ERROR line (the failed CHECK; pointers shown as 0x?) or, for a crash, the signal
+and last stderr line is recorded in ``refused.json``; a net that Caffe runs fails the script. Naming only refused nets on the command line rerecords just those.
 
 The Caffe built there is the brocolli fork of BVLC Caffe (see the script's header): Pooling spells
 floor rounding ``ceil_mode: false`` (BVLC: ``round_mode: FLOOR``), and Clip / Swish are missing, so
@@ -47,6 +53,8 @@ NETS = HERE / "nets"
 
 # (net, layer) -> BatchNorm scale factor f (blob 2).
 BN_SCALE_FACTORS = {
+    ("train_batchnorm", "bn_half"): 3.0,
+    ("train_batchnorm", "bn_fc"): 1.0,
     ("batchnorm", "bn_plain"): 0.7,
     ("batchnorm", "bn_f0"): 0.0,
     ("batchnorm", "bn_eps"): 3.5,
@@ -62,6 +70,9 @@ INPUTS = {
     "batch_reindex": {"permutation": ("values", [1, 0, 1])},
     "embed": {"idx": ("integers", 0, 7)},
     "filter": {"selector": ("values", [[1], [0], [1], [1]])},
+    "nonfinite": {"data": ("nonfinite",)},
+    "lrn_running_sum": {"spiky": ("channel_scales", [1e4, 0.01, 0.01, 0.01, 300.0, 0.01, 0.01,
+                                                     0.01, 1.0])},
     "mvn": {"data": ("normal", 3.0, 2.0)},
     "ssd_detection": {"conf": ("uniform", 0.0, 1.0), "loc": ("normal", 0.0, 1.0),
                       "loc_all": ("normal", 0.0, 1.0)},
@@ -80,6 +91,9 @@ INPUTS = {
 }
 
 _AUTO_SPLIT_LAYER = re.compile(r".+_\d+_split$")
+# nets named train_* run in Caffe's TRAIN phase and also record param:<layer>:<i>, every
+# parameter blob after the forward pass
+TRAIN_PREFIX = "train_"
 
 
 def seed_of(net: str) -> int:
@@ -97,6 +111,13 @@ def make_input(kind: tuple, shape: tuple[int, ...], rng: np.random.Generator) ->
     elif name == "distinct":  # a permutation of evenly spaced values: no ties anywhere
         size = int(np.prod(shape))
         value = (rng.permutation(size).reshape(shape) - size / 2) * (4.0 / size)
+    elif name == "channel_scales":  # N(0, 1) times one scale per channel (axis 1)
+        scales = np.array(args[0], dtype=np.float64).reshape(1, -1, *[1] * (len(shape) - 2))
+        value = rng.normal(0.0, 1.0, shape) * scales
+    elif name == "nonfinite":  # N(0, 1) with -inf, +inf and NaN at fixed places
+        value = rng.normal(0.0, 1.0, shape)
+        flat = value.reshape(-1)
+        flat[0::5], flat[1::5], flat[2::7] = -np.inf, np.inf, np.nan
     elif name == "values":
         value = np.array(args[0])
         assert value.shape == shape, f"{value.shape} != {shape}"
@@ -158,7 +179,8 @@ def make_one(net_name: str) -> None:
     import caffe
 
     caffe.set_mode_cpu()
-    net = caffe.Net(str(NETS / f"{net_name}.prototxt"), caffe.TEST)
+    train = net_name.startswith(TRAIN_PREFIX)
+    net = caffe.Net(str(NETS / f"{net_name}.prototxt"), caffe.TRAIN if train else caffe.TEST)
     rng = np.random.default_rng(seed_of(net_name))
     fill_params(net, net_name, rng)
     specs = INPUTS.get(net_name, {})
@@ -176,13 +198,66 @@ def make_one(net_name: str) -> None:
     for name, blob in net.blobs.items():
         if name not in skip:
             arrays[f"blob:{name}"] = np.array(blob.data, dtype=np.float32, copy=True)
+    if train:  # the parameter blobs after the forward pass (BatchNorm's accumulated statistics)
+        for layer, blobs in net.params.items():
+            for i, blob in enumerate(blobs):
+                arrays[f"param:{layer}:{i}"] = np.array(blob.data, dtype=np.float32, copy=True)
     write_npz(HERE / f"{net_name}.npz", arrays)
+
+
+REFUSED = HERE / "refused"  # nets Caffe must refuse: refused/<net>.prototxt
+_GLOG_PREFIX = re.compile(r"^[FE]\d{8} [\d:.]+ +\d+ ([\w.]+):\d+\] ")
+
+
+def try_refused(net_name: str) -> None:
+    """Child process: set up and run a net Caffe should refuse (a failed CHECK aborts here)."""
+    import caffe
+
+    caffe.set_mode_cpu()
+    net = caffe.Net(str(REFUSED / f"{net_name}.prototxt"), caffe.TEST)
+    net.forward()
+
+
+def record_refusals(wanted: list[str] | None, env: dict[str, str]) -> list[str]:
+    """Run every refused/ net in its own process; write refused.json {net: Caffe's message}.
+    A net that Caffe runs is reported as failed (and left out of the file)."""
+    import json
+
+    path = HERE / "refused.json"
+    found = json.loads(path.read_text()) if path.exists() else {}
+    nets = sorted(p.stem for p in REFUSED.glob("*.prototxt"))
+    found = {k: v for k, v in found.items() if k in nets}
+    failed = []
+    for name in nets if wanted is None else [n for n in wanted if n in nets]:
+        result = subprocess.run([sys.executable, __file__, "--refused-one", name], env=env,
+                                capture_output=True, text=True, check=False)
+        lines = [re.sub(r"0x[0-9a-f]+", "0x?", _GLOG_PREFIX.sub(r"\1: ", line))
+                 for line in result.stderr.splitlines() if _GLOG_PREFIX.match(line)]
+        if result.returncode < 0 and not lines and result.stderr.strip():
+            # a crash rather than a failed CHECK (e.g. glibc's "double free or corruption")
+            lines = [f"crash (signal {-result.returncode}): {result.stderr.strip().splitlines()[-1]}"]
+        if result.returncode == 0 or not lines:
+            failed.append(name)
+            print(f"FAILED {name}: Caffe did not refuse it (exit {result.returncode})",
+                  file=sys.stderr)
+            continue
+        found[name] = lines[-1]
+        print(f"refused {name}: {lines[-1]}")
+    path.write_text(json.dumps(dict(sorted(found.items())), indent=1) + "\n")
+    return failed
 
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--one"]:
         make_one(argv[1])
         return 0
+    if argv[:1] == ["--refused-one"]:
+        try_refused(argv[1])
+        return 0
+    refused = sorted(p.stem for p in REFUSED.glob("*.prototxt"))
+    if argv and set(argv) <= set(refused):
+        env = dict(os.environ, GLOG_minloglevel="0")
+        return 1 if record_refusals(argv, env) else 0
     all_nets = sorted(p.stem for p in NETS.glob("*.prototxt"))
     wanted = argv or all_nets
     unknown = sorted(set(wanted) - set(all_nets))
@@ -208,6 +283,8 @@ def main(argv: list[str]) -> int:
         print(f"ok {name}: {sizes / 1024:.1f} KiB")
     total = sum(p.stat().st_size for p in HERE.glob("*") if p.suffix in (".npz", ".caffemodel"))
     print(f"fixtures: {total / 1024:.1f} KiB in all")
+    if not argv:
+        failed += record_refusals(None, dict(env, GLOG_minloglevel="0"))
     if failed:
         print(f"failed: {failed}", file=sys.stderr)
     return 1 if failed else 0

@@ -204,6 +204,29 @@ def eltwise(xs, operation="SUM", coeffs=()):
     return top
 
 
+def eltwise_in_place(xs, aliased, operation="SUM", coeffs=()):
+    """EltwiseLayer::Forward_cpu with the top in the memory of the bottoms ``aliased`` (bottom 0
+    of an in-place layer, and any bottom sharing its memory): the same buffer is read and
+    written in Caffe's order (each step is element by element, so whole-array steps agree)."""
+    top = np.array(xs[0], copy=True)
+    bottoms = [top if i in aliased else np.asarray(x) for i, x in enumerate(xs)]
+    if operation == "PROD":  # caffe_mul(bottom 0, bottom 1 -> top), then top *= bottom i
+        top[...] = bottoms[0] * bottoms[1]
+        for x in bottoms[2:]:
+            top[...] = top * x
+        return top
+    if operation == "MAX":  # caffe_set(-FLT_MAX) first
+        top[...] = -np.finfo(np.float32).max
+        top[...] = np.where(bottoms[0] > bottoms[1], bottoms[0], bottoms[1])
+        for x in bottoms[2:]:
+            top[...] = np.where(x > top, x, top)
+        return top
+    top[...] = 0  # caffe_set(0), then caffe_axpy(coeff_i, bottom i, top)
+    for c, x in zip(coeffs or [1.0] * len(xs), bottoms):
+        top[...] = np.float32(c) * x + top
+    return top
+
+
 def softmax(x, axis=1):
     """SoftmaxLayer: subtract the max over ``axis``, exponentiate, divide by the sum."""
     axis = _axis(axis, x.ndim)

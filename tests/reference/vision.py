@@ -1,8 +1,8 @@
 """Numpy specs of Caffe's vision layers, transcribed from BVLC Caffe's C++ loops.
 
 Sources: src/caffe/util/im2col.cpp (im2col_nd_cpu / col2im_nd_cpu), base_conv_layer.cpp,
-conv_layer.cpp, deconv_layer.cpp, pooling_layer.cpp (+ pooling_layer.cu for STOCHASTIC at test
-time), lrn_layer.cpp, spp_layer.cpp. Blobs are (N, C, *spatial); values are computed in float64.
+conv_layer.cpp, deconv_layer.cpp, pooling_layer.cpp (+ BVLC master's pooling_layer.cu for
+STOCHASTIC at test time), lrn_layer.cpp, spp_layer.cpp. Blobs are (N, C, *spatial); values are computed in float64.
 Everything loops the way Caffe does, only vectorised over the batch and channel axes.
 """
 from __future__ import annotations
@@ -96,21 +96,27 @@ def deconvolution(x, weight, bias, stride, pad, dilation, group):
     return y
 
 
-def pooled_size(size, kernel, pad, stride, ceil=True):
-    """PoolingLayer::Reshape: float ceil/floor of the span, then the clip rule if padded."""
-    span = float(size + 2 * pad - kernel) / stride
-    pooled = int(math.ceil(span) if ceil else math.floor(span)) + 1
-    if pad and (pooled - 1) * stride >= size + pad:
-        pooled -= 1
-    return pooled
+def pooled_shape(h, w, kernel, stride, pad, ceil=True):
+    """PoolingLayer::Reshape: float ceil/floor of each span; then ``if (pad_h_ || pad_w_)`` the
+    clip rule on BOTH axes, each with its own pad (one axis's pad may be 0)."""
+    def rounded(size, k, p, s):
+        span = np.float32(size + 2 * p - k) / np.float32(s)
+        return int(math.ceil(span) if ceil else math.floor(span)) + 1
+    ph = rounded(h, kernel[0], pad[0], stride[0])
+    pw = rounded(w, kernel[1], pad[1], stride[1])
+    if pad[0] or pad[1]:
+        if (ph - 1) * stride[0] >= h + pad[0]:
+            ph -= 1
+        if (pw - 1) * stride[1] >= w + pad[1]:
+            pw -= 1
+    return ph, pw
 
 
 def pooling(x, method, kernel, stride, pad, ceil=True):
     """PoolingLayer::Forward_cpu (MAX with the mask top, AVE) and StoPoolForwardTest (GPU)."""
     x = np.asarray(x, np.float64)
     n, c, h, w = x.shape
-    ph_n = pooled_size(h, kernel[0], pad[0], stride[0], ceil)
-    pw_n = pooled_size(w, kernel[1], pad[1], stride[1], ceil)
+    ph_n, pw_n = pooled_shape(h, w, kernel, stride, pad, ceil)
     top = np.zeros((n, c, ph_n, pw_n))
     mask = np.full((n, c, ph_n, pw_n), -1.0)
     for ph in range(ph_n):
@@ -130,10 +136,12 @@ def pooling(x, method, kernel, stride, pad, ceil=True):
                 window = x[:, :, max(hs, 0):min(he, h), max(ws, 0):min(we, w)]
                 with np.errstate(invalid="ignore", divide="ignore"):
                     top[:, :, ph, pw] = window.sum(axis=(2, 3)) / size
-            else:  # STOCHASTIC, test time: no padding, sum starts at FLT_MIN
+            else:  # STOCHASTIC, test time (BVLC master): no padding, 0 unless the sum is > 0
                 window = x[:, :, hs:min(hs + kernel[0], h), ws:min(ws + kernel[1], w)]
-                top[:, :, ph, pw] = (window ** 2).sum(axis=(2, 3)) / \
-                    (FLT_MIN + window.sum(axis=(2, 3)))
+                total = window.sum(axis=(2, 3))
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    top[:, :, ph, pw] = np.where(total > 0, (window ** 2).sum(axis=(2, 3)) /
+                                                 total, 0.0)
     return (top, mask) if method == "MAX" else top
 
 
@@ -144,13 +152,22 @@ def lrn(x, local_size, alpha, beta, k, region="ACROSS_CHANNELS"):
     if region == "WITHIN_CHANNEL":
         pooled = pooling(x * x, "AVE", (local_size,) * 2, (1, 1), (half, half))
         return x * (1.0 + alpha * pooled) ** -beta
+    # CrossChannelForward_cpu, in float32 as Caffe runs it: a running sum over the channels
+    f32 = np.float32
+    x32 = x.astype(f32)
     channels = x.shape[1]
-    padded = np.zeros((x.shape[0], channels + local_size - 1, *x.shape[2:]))
-    padded[:, half:half + channels] = x * x
-    scale = np.full(x.shape, float(k))
-    for c in range(channels):
-        scale[:, c] += alpha / local_size * padded[:, c:c + local_size].sum(axis=1)
-    return x * scale ** -beta
+    padded = np.zeros((x.shape[0], channels + local_size - 1, *x.shape[2:]), f32)
+    padded[:, half:half + channels] = x32 * x32
+    alpha_over_size = f32(alpha) / f32(local_size)
+    scale = np.empty(x.shape, f32)
+    scale[:, 0] = f32(k)
+    for c in range(local_size):  # the first channel's scale
+        scale[:, 0] += alpha_over_size * padded[:, c]
+    for c in range(1, channels):  # copy the previous scale, add the head, subtract the tail
+        scale[:, c] = scale[:, c - 1]
+        scale[:, c] += alpha_over_size * padded[:, c + local_size - 1]
+        scale[:, c] -= alpha_over_size * padded[:, c - 1]
+    return x * scale.astype(np.float64) ** -beta
 
 
 def spp(x, pyramid_height, method):
