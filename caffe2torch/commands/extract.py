@@ -16,14 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from caffe2torch.commands import add_net_arguments
 from caffe2torch.commands.build import resolve_net
-from caffe2torch.research._options import (
-    add_preprocess_arguments,
-    add_zoo_argument,
-    build_for_images,
-)
-from caffe2torch.research.extract import ExtractInterrupted, extract_features
+from caffe2torch.options import add_net_arguments, add_preprocess_arguments, add_zoo_argument
 
 NAME = "extract"
 HELP = "extract features (any blobs) for a folder of images; resumable"
@@ -50,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from caffe2torch.research._options import build_for_images
+    from caffe2torch.research.extract import ExtractInterrupted, extract_features
+
     blobs = [b for value in args.blobs for b in value.split(",") if b]
     net, prep = build_for_images(args, resolve_net(args))
     try:

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 
-from caffe2torch.api import load_graph
-from caffe2torch.commands import add_net_arguments, parse_input_shapes
 from caffe2torch.commands.build import resolve_net
-from caffe2torch.research._options import (
+from caffe2torch.options import (
+    add_net_arguments,
     add_preprocess_arguments,
     add_zoo_argument,
-    preprocessing_from_args,
+    parse_input_shapes,
 )
-from caffe2torch.research.verification import format_report, verify
 
 NAME = "verify"
 HELP = "compare every layer's output with OpenCV's Caffe importer; exit 1 over the tolerance"
@@ -39,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from caffe2torch.api import load_graph
+    from caffe2torch.research._options import preprocessing_from_args
+    from caffe2torch.research.verification import format_report, verify
+
     net = resolve_net(args)
     shapes = parse_input_shapes(args.input_shape)
     prep = None

@@ -11,14 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from caffe2torch.commands import add_net_arguments
 from caffe2torch.commands.build import resolve_net
-from caffe2torch.research._options import (
-    add_preprocess_arguments,
-    add_zoo_argument,
-    build_for_images,
-)
-from caffe2torch.research.figures import visualize
+from caffe2torch.options import add_net_arguments, add_preprocess_arguments, add_zoo_argument
 
 NAME = "visualize"
 HELP = "write filter, activation and heatmap figures (PNG) for an image"
@@ -41,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from caffe2torch.research._options import build_for_images
+    from caffe2torch.research.figures import visualize
+
     net, prep = build_for_images(args, resolve_net(args))
     figures = visualize(net, args.image, args.output, layer=args.layer, filters=args.filters,
                         preprocessing=prep, max_channels=args.channels, alpha=args.alpha)

@@ -1,4 +1,5 @@
-"""Command-line options the research commands share: the net, its zoo entry, preprocessing."""
+"""What the research commands do with their shared options (declared in
+:mod:`caffe2torch.options`): the zoo entry, the preprocessing, the net built for images."""
 from __future__ import annotations
 
 import argparse
@@ -6,32 +7,10 @@ import logging
 
 from caffe2torch.api import build, load_graph
 from caffe2torch.build import CaffeNet
-from caffe2torch.commands import parse_input_shapes
+from caffe2torch.options import parse_input_shapes
 from caffe2torch.preprocess import Preprocessing, default_preprocessing, parse_mean, parse_size
 
 log = logging.getLogger("caffe2torch")
-
-
-def add_zoo_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--zoo", metavar="ID",
-                        help="use the model zoo's prototxt and preprocessing for ID")
-
-
-def add_preprocess_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "preprocessing", "defaults: the model zoo manifest, else the prototxt's Data layer "
-        "transform_param, else BGR 0..255 at the input size without a mean")
-    group.add_argument("--mean", metavar="B,G,R|FILE",
-                       help="per-channel means in the net's channel order, or a "
-                            "mean.binaryproto / .npy mean image")
-    group.add_argument("--scale", type=float, help="multiply after the mean subtraction")
-    group.add_argument("--raw-scale", type=float,
-                       help="value of a white pixel before the mean (default 255)")
-    group.add_argument("--size", metavar="N|HxW",
-                       help="resize: N for the shorter side (aspect kept) or HxW exactly")
-    group.add_argument("--crop", metavar="N|HxW", help="center crop after resizing")
-    group.add_argument("--rgb", action="store_true",
-                       help="the net takes RGB (Caffe nets usually take BGR)")
 
 
 def zoo_entry(args: argparse.Namespace):
