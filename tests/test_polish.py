@@ -63,3 +63,46 @@ def test_zoo_entry_takes_weights_that_are_not_the_published_file(tmp_path, capsy
     assert "total:" in _outcome(capsys)[0]
     assert f"warning: {finetuned}: 23792066 bytes" in caplog.text
     assert "--zoo open_nsfw" in caplog.text and "fine-tuned" in caplog.text
+
+
+# --------------------------------------------------------------------------- info counts
+
+from test_research import UNSUPPORTED as UNSUP  # noqa: E402  (the README's unsup.prototxt)
+
+
+def _readme_block(after: str) -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index(after):].split("```", 1)[0]
+    return [line for line in block.splitlines()[1:] if line and line != "..."]
+
+
+def test_info_marks_what_it_cannot_count_as_in_the_readme(write_net, capsys):
+    assert main(["info", str(write_net(UNSUP, "unsup.prototxt"))]) == 0
+    out = _outcome(capsys)[0].splitlines()
+    for line in _readme_block("$ caffe2torch info unsup.prototxt"):
+        assert line in out
+    assert "total: 6 layers, at least 112 parameters, at least 21.95k multiply-accumulates " \
+           "for the declared batch of 1 (3 layer(s) marked ? not counted)" in out
+
+
+def test_info_json_has_macs_none_and_the_batch(write_net, capsys):
+    import json
+    assert main(["info", str(write_net(UNSUP.replace("dim: 1 ", "dim: 10 ", 1))), "--json"]) == 0
+    info = json.loads(_outcome(capsys)[0])
+    rows = {row["name"]: row for row in info["rows"]}
+    assert "flops" not in rows["conv1"]
+    assert rows["conv1"]["macs"] == 10 * 4 * 14 * 14 * 27 and rows["conv1"]["params"] == 112
+    assert rows["fc"]["params"] is None and rows["py"]["macs"] is None
+    assert rows["py"]["supported"] is False  # a Python layer no converter reproduces
+    assert rows["pool"]["params"] == 0 and info["batch"] == 10
+
+
+def test_summarize_counts_the_layers_it_can_in_a_graph_with_problems(write_net):
+    from caffe2torch.api import load_graph
+    from caffe2torch.research.netinfo import infer_known_shapes
+    from caffe2torch.summary import summarize
+    graph = load_graph(write_net(UNSUP), check=False)
+    infer_known_shapes(graph)
+    params = {row.name: row.params for row in summarize(graph)}
+    assert params == {"data": 0, "conv1": 112, "prior": None, "py": None, "fc": None,
+                      "pool": 0}
