@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from caffe2torch.cli import main
+from test_research import UNSUPPORTED as UNSUP  # the README's unsup.prototxt
 
 ROOT = Path(__file__).resolve().parents[1]
 NET = """name: "tiny"
@@ -67,7 +68,7 @@ def test_zoo_entry_takes_weights_that_are_not_the_published_file(tmp_path, capsy
 
 # --------------------------------------------------------------------------- info counts
 
-from test_research import UNSUPPORTED as UNSUP  # noqa: E402  (the README's unsup.prototxt)
+
 
 
 def _readme_block(after: str) -> list[str]:
@@ -106,3 +107,21 @@ def test_summarize_counts_the_layers_it_can_in_a_graph_with_problems(write_net):
     params = {row.name: row.params for row in summarize(graph)}
     assert params == {"data": 0, "conv1": 112, "prior": None, "py": None, "fc": None,
                       "pool": 0}
+
+
+# --------------------------------------------------------------------------- did you mean
+
+def test_a_misspelt_layer_type_gets_did_you_mean(write_net, capsys):
+    net = write_net(NET.replace('type: "Convolution"', 'type: "Convolutoin"'))
+    assert main(["build", str(net)]) == 1
+    err = _outcome(capsys)[1]
+    assert "layer 'conv1' has unsupported type 'Convolutoin' (did you mean 'Convolution'?)" in err
+    assert str(net) in err
+    assert main(["info", str(write_net(NET.replace('"InnerProduct"', '"innerproduct"')))]) == 0
+    assert "(did you mean 'InnerProduct'?)" in _outcome(capsys)[0]
+
+
+def test_an_unknown_type_far_from_every_name_gets_no_guess(write_net, capsys):
+    assert main(["build", str(write_net(NET.replace('"Convolution"', '"AnchorGrid"')))]) == 1
+    err = _outcome(capsys)[1]
+    assert "unsupported type 'AnchorGrid'" in err and "did you mean" not in err

@@ -15,7 +15,12 @@ from caffe2torch.errors import ShapeError
 from caffe2torch.io.caffemodel import CaffeModel, read_caffemodel
 from caffe2torch.ir.graph import NetGraph, build_graph
 from caffe2torch.ir.shapes import declared_input_shapes, infer_shapes
-from caffe2torch.layers.registry import get_converter, is_supported, parameter_problems
+from caffe2torch.layers.registry import (
+    get_converter,
+    is_supported,
+    parameter_problems,
+    registered_types,
+)
 from caffe2torch.summary import LayerRow, batch_of, format_table, summarize
 from caffe2torch.weights import legacy_shape_matches
 
@@ -96,7 +101,8 @@ def describe_graph(net: NetSource, input_shapes: InputShapes | None = None, *,
                    phase: str = "TEST") -> NetGraph:
     """The net's graph with every problem in ``graph.problems`` (never raised) and the shapes
     that can be inferred filled in (the others ``None``)."""
-    graph = build_graph(load_definition(net), phase=phase, supported=is_supported, check=False)
+    graph = build_graph(load_definition(net), phase=phase,
+                        supported=frozenset(registered_types()), check=False)
     unsupported_values = parameter_value_problems(graph)
     graph.problems += unsupported_values
     graph.unsupported += unsupported_values
