@@ -30,6 +30,7 @@ import contextlib
 import importlib
 import inspect
 import itertools
+import keyword
 import logging
 import math
 import os
@@ -149,7 +150,15 @@ def export_safetensors(net: CaffeNet, path: PathLike, *, naming: str = "caffe") 
     metadata = {"format": "pt", "net": net.caffe.graph.name, "naming": naming,
                 "caffe2torch_version": __version__}
     save_file(tensors, str(path), metadata=metadata)
+    os.chmod(path, _new_file_mode())  # safetensors writes 0600; give it the mode open() would
     return path
+
+
+def _new_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _compact(tensor: torch.Tensor) -> torch.Tensor:
@@ -573,10 +582,19 @@ def _file_header(net: CaffeNet, class_name: str, weights_name: str) -> str:
 
     stem = Path(weights_name).stem
     inputs = ", ".join(_identifier(n) for n in net.caffe.input_names)
+    if stem.isidentifier() and not keyword.iskeyword(stem):
+        importing = f"    from {stem} import load\n"
+    else:  # a file name no import statement can name: load it by its path
+        importing = (f"    import importlib.util  # {stem}.py is not an importable module name\n"
+                     f"    spec = importlib.util.spec_from_file_location("
+                     f"{_identifier(stem)!r}, {stem + '.py'!r})\n"
+                     "    module = importlib.util.module_from_spec(spec)\n"
+                     "    spec.loader.exec_module(module)\n"
+                     "    load = module.load\n")
     return (f'"""Caffe net {net.caffe.graph.name!r} as a standalone PyTorch module '
             f"(written by caffe2torch {__version__}).\n\n"
             f"Needs only torch; the weights are in {weights_name} beside this file:\n\n"
-            f"    from {stem} import load\n"
+            f"{importing}"
             f"    model = load()  # a {class_name} with its weights, in eval mode\n"
             f"    y = model({inputs})\n"
             f'"""\nfrom __future__ import annotations')

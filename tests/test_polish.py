@@ -2,12 +2,16 @@
 info's counts, export file modes and names, verify's option checks, did-you-mean for types."""
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
-from caffe2torch.cli import main
+import pytest
 from test_research import UNSUPPORTED as UNSUP  # the README's unsup.prototxt
+
+from caffe2torch.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 NET = """name: "tiny"
@@ -125,3 +129,34 @@ def test_an_unknown_type_far_from_every_name_gets_no_guess(write_net, capsys):
     assert main(["build", str(write_net(NET.replace('"Convolution"', '"AnchorGrid"')))]) == 1
     err = _outcome(capsys)[1]
     assert "unsupported type 'AnchorGrid'" in err and "did you mean" not in err
+
+
+# --------------------------------------------------------------------------- export files
+
+def test_safetensors_get_the_umask_mode(write_net, tmp_path, capsys):
+    pytest.importorskip("safetensors")
+    old = os.umask(0o027)
+    try:
+        out = tmp_path / "tiny.safetensors"
+        assert main(["build", str(write_net(NET)), "-o", str(out)]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640
+
+
+def test_py_export_names_both_files_and_loads_from_a_dashed_name(write_net, tmp_path, capsys):
+    out = tmp_path / "my-net.py"
+    assert main(["build", str(write_net(NET)), "-o", str(out)]) == 0
+    err = _outcome(capsys)[1]
+    assert f"wrote {out}\n" in err and f"wrote {tmp_path / 'my-net.pt'} (its weights)" in err
+    source = out.read_text()
+    assert "from my-net import" not in source and "spec_from_file_location('my_net'" in source
+    code = ("import importlib.util, torch\n"
+            "spec = importlib.util.spec_from_file_location('my_net', 'my-net.py')\n"
+            "module = importlib.util.module_from_spec(spec)\n"
+            "spec.loader.exec_module(module)\n"
+            "print(tuple(module.load()(torch.zeros(2, 3, 9, 7)).shape))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=False, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "(2, 5)"
