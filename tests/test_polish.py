@@ -160,3 +160,21 @@ def test_py_export_names_both_files_and_loads_from_a_dashed_name(write_net, tmp_
                             check=False, cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(2, 5)"
+
+
+# --------------------------------------------------------------------------- verify options
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--mean", "1,2"], "--mean: preprocessing applies to an image; give one with --image"),
+    (["--size", "9x7", "--rgb"], "--size, --rgb: preprocessing applies to an image"),
+    (["--tolerance", "-1"], "--tolerance -1: expected a relative error >= 0"),
+    (["--tolerance", "nan"], "--tolerance nan: expected a relative error >= 0"),
+])
+def test_verify_refuses_options_that_mean_nothing(write_net, tmp_path, capsys, extra, expected):
+    from caffe2torch import write_random_caffemodel
+    net = write_net(NET)
+    weights = tmp_path / "w.caffemodel"
+    write_random_caffemodel(net, weights)
+    assert main(["verify", str(net), "-w", str(weights), *extra]) == 1
+    out, err = _outcome(capsys)
+    assert out == "" and f"caffe2torch: error: {expected}" in err

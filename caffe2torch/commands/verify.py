@@ -13,12 +13,15 @@ examples:
 from __future__ import annotations
 
 import argparse
+import math
 
 from caffe2torch.commands.build import resolve_net
+from caffe2torch.errors import Caffe2TorchError
 from caffe2torch.options import (
     add_net_arguments,
     add_preprocess_arguments,
     add_zoo_argument,
+    given_preprocess_options,
     parse_input_shapes,
 )
 
@@ -41,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from caffe2torch.research._options import preprocessing_from_args
     from caffe2torch.research.verification import format_report, verify
 
+    check_options(args)
     net = resolve_net(args)
     shapes = parse_input_shapes(args.input_shape)
     prep = None
@@ -51,3 +55,14 @@ def run(args: argparse.Namespace) -> int:
                     phase=args.phase)
     print(format_report(report))
     return 0 if report.passed else 1
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse, before any work, options that would be ignored or mean nothing."""
+    if not math.isfinite(args.tolerance) or args.tolerance < 0:
+        raise Caffe2TorchError(f"--tolerance {args.tolerance:g}: expected a relative error >= 0 "
+                               "(e.g. 1e-4)")
+    given = given_preprocess_options(args)
+    if given and not args.image:
+        raise Caffe2TorchError(f"{', '.join(given)}: preprocessing applies to an image; give one "
+                               "with --image (without it, verify feeds seeded random values)")
