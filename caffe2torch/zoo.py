@@ -13,6 +13,7 @@ import http.client
 import json
 import logging
 import os
+import re
 import sys
 import tarfile
 import urllib.error
@@ -106,15 +107,43 @@ def get_entry(entry_id: str) -> ZooEntry:
 
 
 def entry_for_prototxt(path: str | os.PathLike[str]) -> ZooEntry | None:
-    """The zoo entry whose prototxt is the file at ``path``, if any."""
+    """The zoo entry whose prototxt is the file at ``path``, or a byte-identical copy of it."""
     try:
         wanted = Path(path).resolve()
+        size = wanted.stat().st_size
     except (OSError, ValueError):
         return None
-    for entry in list_entries():
+    entries = list_entries()
+    for entry in entries:
         if entry.prototxt.resolve() == wanted:
             return entry
+    for entry in entries:
+        if _same_bytes(entry.prototxt, wanted, size):
+            return entry
     return None
+
+
+def entries_named(net_name: str) -> list[ZooEntry]:
+    """The zoo entries whose prototxt declares the net name ``net_name`` (its ``name:`` field)."""
+    if not net_name:
+        return []
+    return [entry for entry in list_entries() if _net_name(entry.prototxt) == net_name]
+
+
+def _same_bytes(ours: Path, theirs: Path, size: int) -> bool:
+    try:
+        return ours.stat().st_size == size and ours.read_bytes() == theirs.read_bytes()
+    except OSError:
+        return False
+
+
+def _net_name(prototxt: Path) -> str | None:
+    try:
+        text = prototxt.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    found = re.search(r'^name:\s*"([^"]*)"', text, re.MULTILINE)
+    return found.group(1) if found else None
 
 
 # --------------------------------------------------------------------------- downloading

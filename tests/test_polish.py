@@ -178,3 +178,39 @@ def test_verify_refuses_options_that_mean_nothing(write_net, tmp_path, capsys, e
     assert main(["verify", str(net), "-w", str(weights), *extra]) == 1
     out, err = _outcome(capsys)
     assert out == "" and f"caffe2torch: error: {expected}" in err
+
+
+# --------------------------------------------------------------------------- copies of zoo nets
+
+def _prep_args(**given):
+    import argparse
+    values = {"mean": None, "scale": None, "raw_scale": None, "size": None, "crop": None,
+              "rgb": False, "zoo": None}
+    return argparse.Namespace(**{**values, **given})
+
+
+def test_an_edited_copy_of_a_zoo_prototxt_is_told_the_entrys_options(tmp_path, caplog):
+    from caffe2torch import zoo
+    from caffe2torch.api import load_graph
+    from caffe2torch.research._options import preprocessing_from_args
+    edited = tmp_path / "deploy.prototxt"
+    edited.write_text(zoo.get_entry("vgg_face").prototxt.read_text() + "# my edit\n")
+    prep = preprocessing_from_args(_prep_args(), load_graph(edited))
+    assert prep.source == "defaults" and prep.mean is None
+    assert f"{edited} records no preprocessing" in caplog.text
+    assert ("named 'VGG_FACE_16_layers' like model zoo entry 'vgg_face'; if it was trained as "
+            "that one, pass its preprocessing: --size 224x224 --mean 93.594,104.7624,129.1863"
+            in caplog.text)
+    assert "--zoo" not in caplog.text  # --zoo would take the zoo's file, not the edited one
+
+
+def test_an_unchanged_copy_of_a_zoo_prototxt_gets_the_entrys_preprocessing(tmp_path, caplog):
+    from caffe2torch import zoo
+    from caffe2torch.api import load_graph
+    from caffe2torch.research._options import preprocessing_from_args
+    copy = tmp_path / "vgg.prototxt"
+    copy.write_bytes(zoo.get_entry("vgg_face").prototxt.read_bytes())
+    assert zoo.entry_for_prototxt(copy).id == "vgg_face"
+    prep = preprocessing_from_args(_prep_args(), load_graph(copy))
+    assert prep.source == "model zoo entry 'vgg_face'" and "records no" not in caplog.text
+    assert zoo.entries_named("") == [] and zoo.entry_for_prototxt(tmp_path / "absent") is None

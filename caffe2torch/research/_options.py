@@ -32,8 +32,7 @@ def preprocessing_from_args(args: argparse.Namespace, graph) -> Preprocessing:
                         channel_order="RGB" if args.rgb else None)
     if prep.source == "defaults" and not args.mean:
         log.warning("%s records no preprocessing (no zoo manifest, no Data layer); using %s; "
-                    "pass --mean (and --scale) if the net was trained with them",
-                    graph.definition.source, prep.describe())
+                    "%s", graph.definition.source, prep.describe(), _preprocessing_hint(graph))
     else:
         log.info("preprocessing: %s", prep.describe())
     return prep
@@ -55,3 +54,15 @@ def build_for_images(args: argparse.Namespace, net_path) -> tuple[CaffeNet, Prep
             shapes = {graph.blobs[graph.inputs[0]].name: (1, declared[1], *hw)}
     net = build(net_path, args.weights, input_shapes=shapes or None, phase=args.phase)
     return net, prep
+
+
+def _preprocessing_hint(graph) -> str:
+    """What to pass: a zoo entry's options when the net has its name (a copy of the zoo's
+    prototxt, perhaps edited: ``--zoo`` would use the zoo's own file, so the options are named)."""
+    from caffe2torch.zoo import entries_named
+    for entry in entries_named(graph.name):
+        if entry.preprocessing:
+            options = Preprocessing.from_manifest(entry).as_options()
+            return (f"the net is named '{graph.name}' like model zoo entry '{entry.id}'; if it "
+                    f"was trained as that one, pass its preprocessing: {options}")
+    return "pass --mean (and --scale) if the net was trained with them"
