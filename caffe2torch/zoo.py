@@ -46,6 +46,23 @@ class ZooEntry:
         return dict(self.manifest.get("preprocessing") or {})
 
     @property
+    def labels(self) -> list[str] | None:
+        """Class names by output index: the manifest's ``labels``, else the lines of its
+        ``labels_file`` (relative to the entry's folder), else ``None``."""
+        if self.manifest.get("labels"):
+            return list(self.manifest["labels"])
+        name = self.manifest.get("labels_file")
+        if not name:
+            return None
+        path = self.directory / name
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise Caffe2TorchError(f"model zoo entry '{self.id}': labels file {path} cannot be "
+                                   f"read ({err})") from None
+        return [line.strip() for line in lines if line.strip()]
+
+    @property
     def weights(self) -> dict[str, Any]:
         return dict(self.manifest.get("weights") or {})
 
