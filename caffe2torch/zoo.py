@@ -25,7 +25,19 @@ from typing import Any, NoReturn
 
 from caffe2torch.errors import Caffe2TorchError, WeightsError
 
-ZOO_DIR = Path(os.environ.get("CAFFE2TORCH_ZOO", Path(__file__).resolve().parents[1] / "model_zoo"))
+
+def _zoo_dir() -> Path:
+    """``$CAFFE2TORCH_ZOO``, else the copy an installed wheel ships inside the package, else the
+    checkout's top-level ``model_zoo/`` (a source tree or an editable install)."""
+    if os.environ.get("CAFFE2TORCH_ZOO"):
+        return Path(os.environ["CAFFE2TORCH_ZOO"])
+    packaged = Path(__file__).resolve().parent / "model_zoo"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[1] / "model_zoo"
+
+
+ZOO_DIR = _zoo_dir()
 CHECKSUMS = ("sha256", "sha1")  # strongest first; the first one the manifest knows is checked
 _CHUNK = 1 << 20
 log = logging.getLogger("caffe2torch")
