@@ -117,7 +117,7 @@ def test_zoo_entry_labels_are_the_imagenet_synsets(tmp_path, capsys):
      "labels file LABELS3: 3 label name(s), but the net's output has 4 classes"),
     (["--labels", "MISSING"], "labels file MISSING does not exist"),
     (["--blob", "conv1"],
-     ("blob 'conv1' has shape 1x5x8x6; classify needs one row of class scores per image "
+     ("blob 'conv1' has shape 1x5x8x6; expected one row of class scores per image "
       "(N x K); choose the class scores with --blob")),
     (["--blob", "nope"], "no blob named 'nope' in net 'tinycls'"),
 ])

@@ -152,3 +152,15 @@ def test_the_readme_transcript_on_open_nsfw(tmp_path, capsys, monkeypatch):
     assert main(transcript[0].split()[2:]) == 0
     out, err = capsys.readouterr()
     assert (out + err).splitlines() == transcript[1:]
+
+
+def test_grad_cam_needs_class_scores(write_net, tmp_path, capsys):
+    proto = write_net(TINY.split('layer { name: "fc7"')[0], "spatial.prototxt")
+    weights = tmp_path / "spatial.caffemodel"
+    caffe2torch.write_random_caffemodel(proto, weights)
+    assert main(["visualize", str(proto), "-w", str(weights), "--image", HOPPER, "-o",
+                 str(tmp_path / "figs"), "--class", "top"]) == 1
+    err = capsys.readouterr().err
+    assert ("blob 'pool2' has shape 1x10x9x8; expected one row of class scores per image "
+            "(N x K); Grad-CAM needs a net with one output of class scores (N x K)") in err
+    assert "--blob" not in err and not (tmp_path / "figs").exists()

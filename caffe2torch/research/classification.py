@@ -144,17 +144,21 @@ def format_classification(result: ClassifyResult) -> str:
 # ---------------------------------------------------------------------- helpers
 
 
-def output_blob(net: CaffeNet) -> str:
+BLOB_HINT = "; choose the class scores with --blob"
+
+
+def output_blob(net: CaffeNet, hint: str = BLOB_HINT) -> str:
     """The net's only output (the class scores unless ``--blob`` says otherwise)."""
     outputs = net.caffe.output_names
     if len(outputs) != 1:
         raise ClassifyError(f"net '{net.caffe.graph.name}' has {len(outputs)} outputs "
-                            f"{list(outputs)}; choose the class scores with --blob")
+                            f"{list(outputs)}{hint}")
     return outputs[0]
 
 
-def class_count(net: CaffeNet, blob: str) -> int:
-    """K for a blob of shape (N, K) or (N, K, 1, 1); raises for any other blob."""
+def class_count(net: CaffeNet, blob: str, hint: str = BLOB_HINT) -> int:
+    """K for a blob of shape (N, K) or (N, K, 1, 1); raises for any other blob (``hint`` ends
+    the message)."""
     graph = net.caffe.graph
     if blob not in net.caffe.blob_nodes:
         raise ClassifyError(f"no blob named '{blob}' in net '{graph.name}'; its outputs: "
@@ -162,10 +166,9 @@ def class_count(net: CaffeNet, blob: str) -> int:
     shape = graph.blob(blob).shape
     if shape is None or not (len(shape) == 2 or (len(shape) == 4 and shape[2:] == (1, 1))):
         detection = any(node.type == "DetectionOutput" for node in graph.layers)
-        hint = ("; for a detection net use caffe2torch detect" if detection else
-                "; choose the class scores with --blob")
+        hint = "; for a detection net use caffe2torch detect" if detection else hint
         shown = "?" if shape is None else "x".join(map(str, shape))
-        raise ClassifyError(f"blob '{blob}' has shape {shown}; classify needs one row of class "
+        raise ClassifyError(f"blob '{blob}' has shape {shown}; expected one row of class "
                             f"scores per image (N x K){hint}")
     return int(shape[1])
 

@@ -184,8 +184,9 @@ def grad_cam(net: CaffeNet, array: np.ndarray, layer: str,
     of d score / d A_k; (h, w) at the layer's resolution.
     """
     from caffe2torch.research.classification import class_count, output_blob
-    output = output_blob(net)
-    classes = class_count(net, output)
+    hint = "; Grad-CAM needs a net with one output of class scores (N x K)"
+    output = output_blob(net, hint)
+    classes = class_count(net, output, hint)
     score_blob = _class_scores(net, output)
     if class_index != "top" and not (isinstance(class_index, int) and 0 <= class_index < classes):
         raise VisualizeError(f"--class {class_index}: expected 'top' or a class index 0.."
