@@ -16,7 +16,7 @@ from caffe2torch.io.prototxt import read_prototxt
 from caffe2torch.io.upgrade import NetDefinition, upgrade_net
 from caffe2torch.ir.graph import NetGraph, build_graph, raise_problems
 from caffe2torch.ir.shapes import infer_shapes
-from caffe2torch.layers.registry import is_supported, parameter_problems
+from caffe2torch.layers.registry import is_supported, parameter_problems, registered_types
 from caffe2torch.proto import caffe_pb2
 from caffe2torch.weights import WeightsReport, bind_weights, net_blobs, random_blobs
 
@@ -43,7 +43,7 @@ def load_graph(net: NetSource, input_shapes: InputShapes | None = None, *, phase
     """
     definition = load_definition(net)
     graph = build_graph(definition, phase=phase, stages=tuple(stages), level=level,
-                        supported=is_supported, check=False)
+                        supported=frozenset(registered_types()), check=False)
     found = parameter_value_problems(graph)
     graph.problems += found
     graph.unsupported += found
