@@ -17,7 +17,7 @@ from caffe2torch.io.upgrade import NetDefinition, upgrade_net
 from caffe2torch.ir.graph import NetGraph, build_graph, raise_problems
 from caffe2torch.ir.shapes import infer_shapes
 from caffe2torch.layers.registry import (get_converter, is_supported, parameter_problems,
-                                         shared_data)
+                                         registered_types, shared_data)
 from caffe2torch.proto import caffe_pb2
 from caffe2torch.weights import WeightsReport, bind_weights, net_blobs, random_blobs
 
@@ -45,15 +45,7 @@ def load_graph(net: NetSource, input_shapes: InputShapes | None = None, *, phase
     inferred...) are recorded in ``graph.problems`` instead of raised; shapes are inferred only
     when the graph itself has no problem.
     """
-    definition = load_definition(net)
-    graph = build_graph(definition, phase=phase, stages=tuple(stages), level=level,
-                        supported=is_supported, check=False, shares=shared_data)
-    found = parameter_value_problems(graph)
-    graph.problems += found
-    graph.unsupported += found
-    graph.notes += [f"layer '{node.name}' ({node.type}): {why}" for node in graph.layers
-                    if node.role == "compute" and is_supported(node.type)
-                    for why in get_converter(node.type).accepted(node)]
+    graph = collect_graph(load_definition(net), phase=phase, stages=stages, level=level)
     if check:
         raise_problems(graph)
     if not graph.problems:
@@ -63,6 +55,23 @@ def load_graph(net: NetSource, input_shapes: InputShapes | None = None, *, phase
             if check:
                 raise
             graph.problems.append(str(err))
+    return graph
+
+
+def collect_graph(definition: NetDefinition, *, phase: str = "TEST", stages: Sequence[str] = (),
+                  level: int = 0) -> NetGraph:
+    """The graph of the phase's layers with every problem the registered converters find
+    (unsupported types and values, fields no schema knows) in ``graph.problems``, never raised,
+    and the notes of what Caffe accepts but we flag; shapes not inferred yet."""
+    graph = build_graph(definition, phase=phase, stages=tuple(stages), level=level,
+                        supported=frozenset(registered_types()), check=False,
+                        shares=shared_data)
+    found = parameter_value_problems(graph)
+    graph.problems += found
+    graph.unsupported += found
+    graph.notes += [f"layer '{node.name}' ({node.type}): {why}" for node in graph.layers
+                    if node.role == "compute" and is_supported(node.type)
+                    for why in get_converter(node.type).accepted(node)]
     return graph
 
 

@@ -221,6 +221,26 @@ class Preprocessing:
         return (f"resize {size}, center crop {crop}, {order}, raw_scale {self.raw_scale:g}, "
                 f"mean {mean}, scale {self.scale:g} (from {self.source})")
 
+    def as_options(self) -> str:
+        """The command-line options that give these settings (a mean image: ``--mean FILE``)."""
+        options = []
+        if isinstance(self.size, int):
+            options.append(f"--size {self.size}")
+        elif self.size is not None:
+            options.append(f"--size {self.size[0]}x{self.size[1]}")
+        if self.crop is not None:
+            options.append(f"--crop {self.crop[0]}x{self.crop[1]}")
+        if self.channel_order == "RGB":
+            options.append("--rgb")
+        if self.raw_scale != 255.0:
+            options.append(f"--raw-scale {self.raw_scale:g}")
+        if self.mean is not None:
+            options.append("--mean " + (",".join(f"{v:.7g}" for v in self.mean)
+                                        if self.mean.ndim == 1 else "MEAN_FILE"))
+        if self.scale != 1.0:
+            options.append(f"--scale {self.scale:g}")
+        return " ".join(options)
+
     def to_dict(self) -> dict[str, Any]:
         """The settings as JSON-able values (a mean image by its sha256)."""
         mean: Any = None

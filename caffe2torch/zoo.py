@@ -13,6 +13,7 @@ import http.client
 import json
 import logging
 import os
+import re
 import sys
 import tarfile
 import urllib.error
@@ -24,7 +25,19 @@ from typing import Any, NoReturn
 
 from caffe2torch.errors import Caffe2TorchError, WeightsError
 
-ZOO_DIR = Path(os.environ.get("CAFFE2TORCH_ZOO", Path(__file__).resolve().parents[1] / "model_zoo"))
+
+def _zoo_dir() -> Path:
+    """``$CAFFE2TORCH_ZOO``, else the copy an installed wheel ships inside the package, else the
+    checkout's top-level ``model_zoo/`` (a source tree or an editable install)."""
+    if os.environ.get("CAFFE2TORCH_ZOO"):
+        return Path(os.environ["CAFFE2TORCH_ZOO"])
+    packaged = Path(__file__).resolve().parent / "model_zoo"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[1] / "model_zoo"
+
+
+ZOO_DIR = _zoo_dir()
 CHECKSUMS = ("sha256", "sha1")  # strongest first; the first one the manifest knows is checked
 _CHUNK = 1 << 20
 log = logging.getLogger("caffe2torch")
@@ -43,6 +56,23 @@ class ZooEntry:
     @property
     def preprocessing(self) -> dict[str, Any]:
         return dict(self.manifest.get("preprocessing") or {})
+
+    @property
+    def labels(self) -> list[str] | None:
+        """Class names by output index: the manifest's ``labels``, else the lines of its
+        ``labels_file`` (relative to the entry's folder), else ``None``."""
+        if self.manifest.get("labels"):
+            return list(self.manifest["labels"])
+        name = self.manifest.get("labels_file")
+        if not name:
+            return None
+        path = self.directory / name
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise Caffe2TorchError(f"model zoo entry '{self.id}': labels file {path} cannot be "
+                                   f"read ({err})") from None
+        return [line.strip() for line in lines if line.strip()]
 
     @property
     def weights(self) -> dict[str, Any]:
@@ -106,15 +136,43 @@ def get_entry(entry_id: str) -> ZooEntry:
 
 
 def entry_for_prototxt(path: str | os.PathLike[str]) -> ZooEntry | None:
-    """The zoo entry whose prototxt is the file at ``path``, if any."""
+    """The zoo entry whose prototxt is the file at ``path``, or a byte-identical copy of it."""
     try:
         wanted = Path(path).resolve()
+        size = wanted.stat().st_size
     except (OSError, ValueError):
         return None
-    for entry in list_entries():
+    entries = list_entries()
+    for entry in entries:
         if entry.prototxt.resolve() == wanted:
             return entry
+    for entry in entries:
+        if _same_bytes(entry.prototxt, wanted, size):
+            return entry
     return None
+
+
+def entries_named(net_name: str) -> list[ZooEntry]:
+    """The zoo entries whose prototxt declares the net name ``net_name`` (its ``name:`` field)."""
+    if not net_name:
+        return []
+    return [entry for entry in list_entries() if _net_name(entry.prototxt) == net_name]
+
+
+def _same_bytes(ours: Path, theirs: Path, size: int) -> bool:
+    try:
+        return ours.stat().st_size == size and ours.read_bytes() == theirs.read_bytes()
+    except OSError:
+        return False
+
+
+def _net_name(prototxt: Path) -> str | None:
+    try:
+        text = prototxt.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    found = re.search(r'^name:\s*"([^"]*)"', text, re.MULTILINE)
+    return found.group(1) if found else None
 
 
 # --------------------------------------------------------------------------- downloading

@@ -79,7 +79,7 @@ def test_info_lists_every_unsupported_layer_and_keeps_the_shapes_it_can(write_ne
     out = capsys.readouterr().out
     assert "2 problem(s)" in out
     assert "layer 'prior' has unsupported type 'AnchorGrid'" in out
-    assert "layer 'py' has unsupported type 'Python'" in out
+    assert "layer 'py' (Python): python_param module 'm' layer 'L': no converter" in out
     info = describe_net(proto)
     shapes = {row.name: row.shapes[0] for row in info.rows}
     assert shapes == {"data": (1, 3, 16, 16), "conv1": (1, 4, 14, 14), "prior": None,

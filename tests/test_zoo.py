@@ -250,12 +250,15 @@ def test_verify_weights_checks_size_then_the_strongest_checksum(tmp_path):
         _entry(tmp_path, data, size=7).verify_weights(path)
 
 
-def test_build_from_the_zoo_refuses_weights_with_another_checksum(tmp_path, capsys):
+def test_build_from_the_zoo_warns_about_weights_with_another_checksum(tmp_path, capsys,
+                                                                      caplog):
     wrong = tmp_path / "resnet_50_1by2_nsfw.caffemodel"
     wrong.write_bytes(b"\0" * 64)
-    assert main(["build", "--zoo", "open_nsfw", "-w", str(wrong)]) == 1
+    assert main(["build", "--zoo", "open_nsfw", "-w", str(wrong)]) == 1  # not a caffemodel
+    assert "64 bytes; the zoo's resnet_50_1by2_nsfw.caffemodel for 'open_nsfw' has 23815355 " \
+           "bytes" in caplog.text
     err = capsys.readouterr().err
-    assert err.startswith("caffe2torch: error:") and "23815355 bytes" in err
+    assert err.startswith("caffe2torch: error:") and str(wrong) in err
 
 
 def test_unknown_and_unsafe_ids_are_errors():

@@ -8,12 +8,13 @@ examples:
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
-from caffe2torch.api import build
-from caffe2torch.commands import add_net_arguments, parse_input_shapes
-from caffe2torch.errors import Caffe2TorchError
-from caffe2torch.summary import format_table, summarize
+from caffe2torch.errors import Caffe2TorchError, WeightsError
+from caffe2torch.options import add_net_arguments, parse_input_shapes
+
+log = logging.getLogger("caffe2torch")
 
 NAME = "build"
 HELP = "convert a net (and its weights), print the layer table, optionally write the result"
@@ -33,14 +34,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_net(args: argparse.Namespace):
-    """The prototxt to use: NET, or the zoo entry's (checking the weights' sha256 if known)."""
+    """The prototxt to use: NET, or the zoo entry's.
+
+    With ``--zoo``, weights that are not the published file (another size or checksum: fine-tuned
+    or re-exported) are used all the same, with a warning; the build still checks that they fit.
+    """
     if args.zoo and args.net:
         raise Caffe2TorchError("give either NET.prototxt or --zoo ID, not both")
     if args.zoo:
         from caffe2torch.zoo import get_entry
         entry = get_entry(args.zoo)
-        if args.weights:
-            entry.verify_weights(args.weights)
+        weights = getattr(args, "weights", None)
+        if weights:
+            try:
+                entry.verify_weights(weights)
+            except WeightsError as err:
+                log.warning("warning: %s; using it with --zoo %s's prototxt and preprocessing as "
+                            "fine-tuned or re-exported weights", err, entry.id)
         return entry.prototxt
     if not args.net:
         raise Caffe2TorchError("no network given: pass NET.prototxt or --zoo ID")
@@ -48,6 +58,9 @@ def resolve_net(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from caffe2torch.api import build
+    from caffe2torch.summary import format_table, summarize
+
     naming = getattr(args, "naming", "caffe")
     if args.output:
         from caffe2torch.export import check_output
@@ -71,4 +84,6 @@ def run(args: argparse.Namespace) -> int:
         from caffe2torch.export import export
         written = export(net, args.output, naming=naming)
         print(f"wrote {written}", file=sys.stderr)
+        if written.suffix.lower() == ".py":
+            print(f"wrote {written.with_suffix('.pt')} (its weights)", file=sys.stderr)
     return 0

@@ -24,27 +24,13 @@ import argparse
 import json
 import sys
 
-from caffe2torch.commands import add_device_arguments, add_net_arguments
 from caffe2torch.commands.build import resolve_net
-from caffe2torch.preprocess import load_image
-from caffe2torch.research._options import (
+from caffe2torch.options import (
+    add_device_arguments,
+    add_net_arguments,
     add_preprocess_arguments,
     add_zoo_argument,
-    build_for_images,
-    zoo_entry,
 )
-from caffe2torch.research.detection import (
-    background_label,
-    check_image_output,
-    check_labels,
-    check_threshold,
-    detect,
-    draw_detections,
-    format_detections,
-    num_classes,
-    read_labels,
-)
-from caffe2torch.zoo import entry_for_prototxt
 
 NAME = "detect"
 HELP = "run a detection net (SSD DetectionOutput) on an image; print and draw the boxes"
@@ -69,6 +55,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from caffe2torch.preprocess import load_image
+    from caffe2torch.research._options import build_for_images, zoo_entry
+    from caffe2torch.research.detection import (
+        background_label,
+        check_image_output,
+        check_labels,
+        check_threshold,
+        detect,
+        draw_detections,
+        format_detections,
+        num_classes,
+        read_labels,
+    )
+    from caffe2torch.zoo import entry_for_prototxt
+
     threshold = check_threshold(args.threshold)
     if args.output:
         check_image_output(args.output, args.image)

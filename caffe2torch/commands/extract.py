@@ -26,15 +26,13 @@ import signal
 import sys
 import threading
 
-from caffe2torch.commands import add_device_arguments, add_net_arguments
 from caffe2torch.commands.build import resolve_net
-from caffe2torch.research._options import (
+from caffe2torch.options import (
+    add_device_arguments,
+    add_net_arguments,
     add_preprocess_arguments,
     add_zoo_argument,
-    build_for_images,
 )
-from caffe2torch.research.distributed import launched_from_env
-from caffe2torch.research.extract import ExtractInterrupted, extract_features
 
 NAME = "extract"
 HELP = "extract features (any blobs) for a folder of images; resumable"
@@ -74,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
+    from caffe2torch.research._options import build_for_images
+    from caffe2torch.research.distributed import launched_from_env
+    from caffe2torch.research.extract import ExtractInterrupted, extract_features
+
     blobs = [b for value in args.blobs for b in value.split(",") if b]
     with launched_from_env(args.device) as args.device:
         net, prep = build_for_images(args, resolve_net(args))

@@ -15,11 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from caffe2torch.commands import add_net_arguments, parse_input_shapes
 from caffe2torch.commands.build import resolve_net
-from caffe2torch.research._options import add_zoo_argument
-from caffe2torch.research.graphing import draw_graph
-from caffe2torch.research.netinfo import describe_graph
+from caffe2torch.options import add_net_arguments, add_zoo_argument, parse_input_shapes
 
 NAME = "graph"
 HELP = "draw the layer graph with blob shapes (.svg, .png, .pdf or .dot)"
@@ -38,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from caffe2torch.research.graphing import draw_graph
+    from caffe2torch.research.netinfo import describe_graph
+
     args.weights = None
     graph = describe_graph(resolve_net(args), parse_input_shapes(args.input_shape),
                            phase=args.phase)

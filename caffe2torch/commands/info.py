@@ -16,10 +16,8 @@ import argparse
 import json
 import sys
 
-from caffe2torch.commands import add_net_arguments, parse_input_shapes
 from caffe2torch.commands.build import resolve_net
-from caffe2torch.research._options import add_zoo_argument
-from caffe2torch.research.netinfo import describe_net, format_info
+from caffe2torch.options import add_net_arguments, add_zoo_argument, parse_input_shapes
 
 NAME = "info"
 HELP = "show the layers, shapes, parameters, MACs and problems of a net (and its caffemodel)"
@@ -32,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from caffe2torch.research.netinfo import describe_net, format_info
+
     info = describe_net(resolve_net(args), args.weights,
                         input_shapes=parse_input_shapes(args.input_shape), phase=args.phase)
     if args.json:

@@ -13,17 +13,18 @@ examples:
 from __future__ import annotations
 
 import argparse
+import math
 
-from caffe2torch.api import load_graph
-from caffe2torch.commands import add_device_arguments, add_net_arguments, parse_input_shapes
 from caffe2torch.commands.build import resolve_net
-from caffe2torch.devices import resolve_placement
-from caffe2torch.research._options import (
+from caffe2torch.errors import Caffe2TorchError
+from caffe2torch.options import (
+    add_device_arguments,
+    add_net_arguments,
     add_preprocess_arguments,
     add_zoo_argument,
-    preprocessing_from_args,
+    given_preprocess_options,
+    parse_input_shapes,
 )
-from caffe2torch.research.verification import format_report, verify
 
 NAME = "verify"
 HELP = "compare every layer's output with OpenCV's Caffe importer; exit 1 over the tolerance"
@@ -41,6 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from caffe2torch.api import load_graph
+    from caffe2torch.devices import resolve_placement
+    from caffe2torch.research._options import preprocessing_from_args
+    from caffe2torch.research.verification import format_report, verify
+
+    check_options(args)
     resolve_placement(args.device, args.dtype)  # a missing device fails before any work
     net = resolve_net(args)
     shapes = parse_input_shapes(args.input_shape)
@@ -52,3 +59,14 @@ def run(args: argparse.Namespace) -> int:
                     phase=args.phase, device=args.device, dtype=args.dtype)
     print(format_report(report))
     return 0 if report.passed else 1
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse, before any work, options that would be ignored or mean nothing."""
+    if not math.isfinite(args.tolerance) or args.tolerance < 0:
+        raise Caffe2TorchError(f"--tolerance {args.tolerance:g}: expected a relative error >= 0 "
+                               "(e.g. 1e-4)")
+    given = given_preprocess_options(args)
+    if given and not args.image:
+        raise Caffe2TorchError(f"{', '.join(given)}: preprocessing applies to an image; give one "
+                               "with --image (without it, verify feeds seeded random values)")

@@ -84,9 +84,10 @@ def format_info(entry: zoo.ZooEntry) -> str:
         lines.append(_field("  note", m["num_params_note"]))
     lines.append("outputs:")
     lines += [_field(f"  {blob}", what) for blob, what in (m.get("outputs") or {}).items()]
-    labels = m.get("labels")
-    lines.append(_field("labels", f"{len(labels)}: {', '.join(labels[:10])}"
-                        f"{' ...' if len(labels) > 10 else ''}" if labels
+    labels = entry.labels
+    separator = "; " if labels and any("," in label for label in labels) else ", "
+    lines.append(_field("labels", f"{len(labels)}: {separator.join(labels[:5])}"
+                        f"{' ...' if len(labels) > 5 else ''}" if labels
                         else m.get("labels_note") or "not published"))
     lines.append("weights:")
     weights = entry.weights

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import inspect
 import itertools
+import keyword
 import math
 import sys
 import textwrap
@@ -97,10 +98,19 @@ def _file_header(net: CaffeNet, class_name: str, weights_name: str) -> str:
 
     stem = Path(weights_name).stem
     inputs = ", ".join(_identifier(n) for n in net.caffe.input_names)
+    if stem.isidentifier() and not keyword.iskeyword(stem):
+        importing = f"    from {stem} import load\n"
+    else:  # a file name no import statement can name: load it by its path
+        importing = (f"    import importlib.util  # {stem}.py is not an importable module name\n"
+                     f"    spec = importlib.util.spec_from_file_location("
+                     f"{_identifier(stem)!r}, {stem + '.py'!r})\n"
+                     "    module = importlib.util.module_from_spec(spec)\n"
+                     "    spec.loader.exec_module(module)\n"
+                     "    load = module.load\n")
     return (f'"""Caffe net {net.caffe.graph.name!r} as a standalone PyTorch module '
             f"(written by caffe2torch {__version__}).\n\n"
             f"Needs only torch; the weights are in {weights_name} beside this file:\n\n"
-            f"    from {stem} import load\n"
+            f"{importing}"
             f"    model = load()  # a {class_name} with its weights, in eval mode\n"
             f"    y = model({inputs})\n"
             f'"""\nfrom __future__ import annotations')

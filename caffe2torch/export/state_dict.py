@@ -3,6 +3,7 @@ keyed by Caffe layer names or torchvision's VGG names.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,7 +56,15 @@ def export_safetensors(net: CaffeNet, path: PathLike, *, naming: str = "caffe") 
     metadata = {"format": "pt", "net": net.caffe.graph.name, "naming": naming,
                 "caffe2torch_version": __version__}
     save_file(tensors, str(path), metadata=metadata)
+    os.chmod(path, _new_file_mode())  # safetensors writes 0600; give it the mode open() would
     return path
+
+
+def _new_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _compact(tensor: torch.Tensor) -> torch.Tensor:

@@ -14,8 +14,10 @@ as in Caffe.
 """
 from __future__ import annotations
 
+import difflib
 import keyword
 import re
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -29,6 +31,9 @@ from caffe2torch.proto import caffe_pb2
 
 Shape = tuple[int, ...]
 Role = Literal["input", "compute"]
+#: The layer types a build supports: their names (then an unknown type gets a "did you mean"),
+#: or a predicate on a type name.
+Supported = Collection[str] | Callable[[str], bool]
 
 DATA_LAYER_TYPES = frozenset({
     "Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "DummyData", "Python",
@@ -129,13 +134,14 @@ def is_data_layer(param: caffe_pb2.LayerParameter) -> bool:
 
 
 def build_graph(definition: NetDefinition, phase: str = "TEST", stages: tuple[str, ...] = (),
-                level: int | None = None, supported=None, check: bool = True,
-                shares=None) -> NetGraph:
+                level: int | None = None, supported: Supported | None = None,
+                check: bool = True, shares=None) -> NetGraph:
     """Select the phase's layers and join them into a graph.
 
-    ``supported`` is a predicate on a layer type string; every problem found (unknown bottoms,
-    duplicate tops, unsupported types, layers out of order) is reported together. ``shares``
-    gives a LayerNode's ``(top, bottom)`` index pairs that share memory in Caffe.
+    ``supported``: the supported layer type names (an unknown type is reported with the closest
+    of them) or a predicate on a type name; every problem found (unknown bottoms, duplicate tops,
+    unsupported types, layers out of order) is reported together. ``shares`` gives a
+    LayerNode's ``(top, bottom)`` index pairs that share memory in Caffe.
     """
     state = _net_state(definition.net, phase, stages, level)
     builder = _GraphBuilder(definition, supported, shares)
@@ -216,7 +222,8 @@ def module_name_for(layer_name: str, taken: set[str]) -> str:
 
 
 class _GraphBuilder:
-    def __init__(self, definition: NetDefinition, supported, shares=None) -> None:
+    def __init__(self, definition: NetDefinition, supported: Supported | None,
+                 shares=None) -> None:
         self.definition = definition
         self.supported = supported
         self.shares = shares
@@ -238,6 +245,18 @@ class _GraphBuilder:
         self.all_tops: dict[str, str] = {
             top: p.name for p in definition.net.layer for top in p.top}
 
+    def _supports(self, type_name: str) -> bool:
+        if callable(self.supported):
+            return self.supported(type_name)
+        return type_name in self.supported
+
+    def _did_you_mean(self, type_name: str) -> str:
+        if callable(self.supported) or self.supported is None:
+            return ""
+        by_lower = {name.lower(): name for name in self.supported}
+        close = difflib.get_close_matches(type_name.lower(), by_lower, n=1, cutoff=0.8)
+        return f" (did you mean '{by_lower[close[0]]}'?)" if close else ""
+
     def add(self, index: int, param: caffe_pb2.LayerParameter) -> None:
         if is_train_only(param.type):
             self.notes.append(f"layer '{param.name}' ({param.type}) is train-time only and is "
@@ -246,8 +265,9 @@ class _GraphBuilder:
                 self.dropped_tops[top] = param.name
             return
         role: Role = "input" if is_data_layer(param) else "compute"
-        if role == "compute" and self.supported is not None and not self.supported(param.type):
-            message = f"layer '{param.name}' has unsupported type '{param.type}'"
+        if role == "compute" and self.supported is not None and not self._supports(param.type):
+            message = (f"layer '{param.name}' has unsupported type '{param.type}'"
+                       f"{self._did_you_mean(param.type)}")
             if len(param.unparsed):
                 blocks = ", ".join(f"'{e.path}' (line {e.line})" for e in param.unparsed)
                 message += f" and parameter block(s) {blocks} that no schema here defines"

@@ -9,11 +9,13 @@ Each ``caffe2torch`` research command is a thin wrapper over one of these::
     visualize(net, "x.jpg", "figures/", layer="pool5")                 # caffe2torch visualize
     extract_features(net, "images/", ["fc7"], "feats.npz")             # caffe2torch extract
     found = detect(net, "x.jpg", labels=["background", "face"])        # caffe2torch detect
+    result = classify(net, ["x.jpg"], top=5, labels=names)            # caffe2torch classify
 
 Preprocessing (the Caffe way) lives in :mod:`caffe2torch.preprocess`.
 """
 from __future__ import annotations
 
+from caffe2torch.research.classification import ClassifyResult, classify, read_class_labels
 from caffe2torch.research.detection import (
     Detection,
     DetectionResult,
@@ -33,8 +35,9 @@ from caffe2torch.research.netinfo import NetInfo, describe_net, format_info
 from caffe2torch.research.verification import VerifyReport, format_report, verify
 
 __all__ = [
-    "Detection", "DetectionResult", "ExtractResult", "Features", "NetInfo", "VerifyReport",
-    "activation_grid", "describe_net", "detect", "draw_detections", "draw_graph",
+    "ClassifyResult", "Detection", "DetectionResult", "ExtractResult", "Features", "NetInfo", "VerifyReport",
+    "activation_grid", "classify", "describe_net", "detect", "draw_detections", "draw_graph",
     "extract_features", "filter_grid", "format_info", "format_report", "graph_to_dot",
-    "heatmap_overlay", "read_features", "read_labels", "verify", "visualize",
+    "heatmap_overlay", "read_class_labels", "read_features", "read_labels", "verify",
+    "visualize",
 ]

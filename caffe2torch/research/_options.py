@@ -1,4 +1,5 @@
-"""Command-line options the research commands share: the net, its zoo entry, preprocessing."""
+"""What the research commands do with their shared options (declared in
+:mod:`caffe2torch.options`): the zoo entry, the preprocessing, the net built for images."""
 from __future__ import annotations
 
 import argparse
@@ -6,33 +7,11 @@ import logging
 
 from caffe2torch.api import build, load_graph
 from caffe2torch.build import CaffeNet
-from caffe2torch.commands import parse_input_shapes
 from caffe2torch.devices import resolve_placement
+from caffe2torch.options import parse_input_shapes
 from caffe2torch.preprocess import Preprocessing, default_preprocessing, parse_mean, parse_size
 
 log = logging.getLogger("caffe2torch")
-
-
-def add_zoo_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--zoo", metavar="ID",
-                        help="use the model zoo's prototxt and preprocessing for ID")
-
-
-def add_preprocess_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "preprocessing", "defaults: the model zoo manifest, else the prototxt's Data layer "
-        "transform_param, else BGR 0..255 at the input size without a mean")
-    group.add_argument("--mean", metavar="B,G,R|FILE",
-                       help="per-channel means in the net's channel order, or a "
-                            "mean.binaryproto / .npy mean image")
-    group.add_argument("--scale", type=float, help="multiply after the mean subtraction")
-    group.add_argument("--raw-scale", type=float,
-                       help="value of a white pixel before the mean (default 255)")
-    group.add_argument("--size", metavar="N|HxW",
-                       help="resize: N for the shorter side (aspect kept) or HxW exactly")
-    group.add_argument("--crop", metavar="N|HxW", help="center crop after resizing")
-    group.add_argument("--rgb", action="store_true",
-                       help="the net takes RGB (Caffe nets usually take BGR)")
 
 
 def zoo_entry(args: argparse.Namespace):
@@ -54,8 +33,7 @@ def preprocessing_from_args(args: argparse.Namespace, graph) -> Preprocessing:
                         channel_order="RGB" if args.rgb else None)
     if prep.source == "defaults" and not args.mean:
         log.warning("%s records no preprocessing (no zoo manifest, no Data layer); using %s; "
-                    "pass --mean (and --scale) if the net was trained with them",
-                    graph.definition.source, prep.describe())
+                    "%s", graph.definition.source, prep.describe(), _preprocessing_hint(graph))
     else:
         log.info("preprocessing: %s", prep.describe())
     return prep
@@ -81,3 +59,15 @@ def build_for_images(args: argparse.Namespace, net_path) -> tuple[CaffeNet, Prep
     net = build(net_path, args.weights, input_shapes=shapes or None, phase=args.phase,
                 device=device, dtype=dtype)
     return net, prep
+
+
+def _preprocessing_hint(graph) -> str:
+    """What to pass: a zoo entry's options when the net has its name (a copy of the zoo's
+    prototxt, perhaps edited: ``--zoo`` would use the zoo's own file, so the options are named)."""
+    from caffe2torch.zoo import entries_named
+    for entry in entries_named(graph.name):
+        if entry.preprocessing:
+            options = Preprocessing.from_manifest(entry).as_options()
+            return (f"the net is named '{graph.name}' like model zoo entry '{entry.id}'; if it "
+                    f"was trained as that one, pass its preprocessing: {options}")
+    return "pass --mean (and --scale) if the net was trained with them"

@@ -6,18 +6,21 @@ and whose inputs are known).
 """
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from caffe2torch.api import InputShapes, NetSource, load_definition, parameter_value_problems
+from caffe2torch.api import InputShapes, NetSource, collect_graph, load_definition
 from caffe2torch.errors import ShapeError
 from caffe2torch.io.caffemodel import CaffeModel, read_caffemodel
-from caffe2torch.ir.graph import NetGraph, build_graph
+from caffe2torch.ir.graph import NetGraph
 from caffe2torch.ir.shapes import declared_input_shapes, infer_shapes
-from caffe2torch.layers.registry import get_converter, is_supported
-from caffe2torch.summary import LayerRow, format_table, summarize
+from caffe2torch.layers.registry import (
+    get_converter,
+    is_supported,
+    parameter_problems,
+)
+from caffe2torch.summary import LayerRow, batch_of, format_table, summarize
 from caffe2torch.weights import legacy_shape_matches
 
 Shape = tuple[int, ...]
@@ -62,6 +65,7 @@ class NetInfo:
     unsupported: list[str]
     notes: list[str]
     weights: WeightsSummary | None = None
+    batch: int | None = None  # the declared batch the MACs are counted at
 
     @property
     def ok(self) -> bool:
@@ -80,7 +84,6 @@ def describe_net(net: NetSource, weights: str | os.PathLike[str] | CaffeModel | 
     """
     graph = describe_graph(net, input_shapes, phase=phase)
     rows = summarize(graph)
-    _fill_param_counts(graph, rows)
     summary = None
     if weights is not None:
         model = weights if isinstance(weights, CaffeModel) else read_caffemodel(weights)
@@ -90,17 +93,14 @@ def describe_net(net: NetSource, weights: str | os.PathLike[str] | CaffeModel | 
         rows=rows, inputs=[(graph.blobs[b].name, graph.blobs[b].shape) for b in graph.inputs],
         outputs=[(graph.blobs[b].name, graph.blobs[b].shape) for b in graph.outputs],
         problems=list(graph.problems), unsupported=list(graph.unsupported),
-        notes=list(graph.notes), weights=summary)
+        notes=list(graph.notes), weights=summary, batch=batch_of(graph))
 
 
 def describe_graph(net: NetSource, input_shapes: InputShapes | None = None, *,
                    phase: str = "TEST") -> NetGraph:
     """The net's graph with every problem in ``graph.problems`` (never raised) and the shapes
     that can be inferred filled in (the others ``None``)."""
-    graph = build_graph(load_definition(net), phase=phase, supported=is_supported, check=False)
-    unsupported_values = parameter_value_problems(graph)
-    graph.problems += unsupported_values
-    graph.unsupported += unsupported_values
+    graph = collect_graph(load_definition(net), phase=phase)
     if graph.problems:
         graph.problems += infer_known_shapes(graph, input_shapes)
         return graph
@@ -127,7 +127,7 @@ def infer_known_shapes(graph: NetGraph,
             continue
         inputs = [graph.blobs[b].shape for b in node.bottoms]
         if (not is_supported(node.type) or len(node.bottoms) != len(node.param.bottom)
-                or any(s is None for s in inputs)):
+                or any(s is None for s in inputs) or parameter_problems(node)):
             continue
         try:
             tops = get_converter(node.type).output_shapes(node, inputs)
@@ -137,20 +137,6 @@ def infer_known_shapes(graph: NetGraph,
         for top, shape in zip(node.tops, tops, strict=False):
             graph.blobs[top].shape = tuple(int(d) for d in shape)
     return errors
-
-
-def _fill_param_counts(graph: NetGraph, rows: list[LayerRow]) -> None:
-    """Parameter counts for the supported layers whose inputs are known (summarize leaves 0)."""
-    if not graph.problems:
-        return
-    for node, row in zip(graph.layers, rows, strict=True):
-        inputs = [graph.blobs[b].shape for b in node.bottoms]
-        if node.role == "compute" and is_supported(node.type) and all(inputs) and not row.params:
-            try:
-                shapes = get_converter(node.type).blob_shapes(node, inputs)
-            except ShapeError:
-                continue
-            row.params = sum(math.prod(s) for s in shapes)
 
 
 def summarize_weights(graph: NetGraph, model: CaffeModel) -> WeightsSummary:
@@ -223,7 +209,7 @@ def format_info(info: NetInfo, all_weights: bool = False) -> str:
     lines = [f"net '{info.name}' ({info.source}, {info.format} prototxt)",
              "inputs:  " + ", ".join(f"{n} {_shape(s)}" for n, s in info.inputs),
              "outputs: " + ", ".join(f"{n} {_shape(s)}" for n, s in info.outputs), "",
-             format_table(info.rows, flops=True)]
+             format_table(info.rows, flops=True, batch=info.batch)]
     if info.problems:
         lines += ["", f"{len(info.problems)} problem(s) (the net cannot be converted as is):"]
         lines += [f"  - {p}" for p in info.problems]
