@@ -24,6 +24,7 @@ from caffe2torch.weights import WeightsReport, bind_weights, net_blobs, random_b
 log = logging.getLogger("caffe2torch")
 NetSource = str | os.PathLike[str] | caffe_pb2.NetParameter
 InputShapes = Mapping[str, Sequence[int]]
+Variants = Mapping[str, str]  # layer type or layer name -> variant (Converter.variants)
 
 
 def load_definition(net: NetSource) -> NetDefinition:
@@ -34,18 +35,21 @@ def load_definition(net: NetSource) -> NetDefinition:
 
 
 def load_graph(net: NetSource, input_shapes: InputShapes | None = None, *, phase: str = "TEST",
-               stages: Sequence[str] = (), level: int = 0,
+               stages: Sequence[str] = (), level: int = 0, variants: Variants | None = None,
                check: bool = True) -> NetGraph:
     """Parse, upgrade, select the phase and infer every blob's shape.
 
     As Caffe's ``Net(file, phase, level=0, stages)``: ``stages`` are added to the file's
-    ``state``, and ``level`` replaces the file's level (0 unless given).
+    ``state``, and ``level`` replaces the file's level (0 unless given). ``variants`` picks a
+    fork's variant of a layer type (or of one layer, by name) where the prototxt cannot say
+    which fork it is for: ``{"PriorBox": "faceboxes"}`` (each converter's ``variants``).
 
     With ``check=False`` problems (unsupported layers, missing bottoms, a shape that cannot be
     inferred...) are recorded in ``graph.problems`` instead of raised; shapes are inferred only
     when the graph itself has no problem.
     """
-    graph = collect_graph(load_definition(net), phase=phase, stages=stages, level=level)
+    graph = collect_graph(load_definition(net), phase=phase, stages=stages, level=level,
+                          variants=variants)
     if check:
         raise_problems(graph)
     if not graph.problems:
@@ -59,13 +63,15 @@ def load_graph(net: NetSource, input_shapes: InputShapes | None = None, *, phase
 
 
 def collect_graph(definition: NetDefinition, *, phase: str = "TEST", stages: Sequence[str] = (),
-                  level: int = 0) -> NetGraph:
+                  level: int = 0, variants: Variants | None = None) -> NetGraph:
     """The graph of the phase's layers with every problem the registered converters find
-    (unsupported types and values, fields no schema knows) in ``graph.problems``, never raised,
-    and the notes of what Caffe accepts but we flag; shapes not inferred yet."""
+    (unsupported types and values, fields no schema knows, variants no converter offers) in
+    ``graph.problems``, never raised, and the notes of what Caffe accepts but we flag; shapes
+    not inferred yet."""
     graph = build_graph(definition, phase=phase, stages=tuple(stages), level=level,
                         supported=frozenset(registered_types()), check=False,
                         shares=shared_data)
+    _choose_variants(graph, variants or {})
     found = parameter_value_problems(graph)
     graph.problems += found
     graph.unsupported += found
@@ -73,6 +79,25 @@ def collect_graph(definition: NetDefinition, *, phase: str = "TEST", stages: Seq
                     if node.role == "compute" and is_supported(node.type)
                     for why in get_converter(node.type).accepted(node)]
     return graph
+
+
+def _choose_variants(graph: NetGraph, variants: Variants) -> None:
+    """Set ``layer.variant`` for every layer named by ``variants`` (a layer name or a type)."""
+    for key, value in variants.items():
+        nodes = [n for n in graph.layers if n.role == "compute" and key in (n.name, n.type)]
+        if not nodes:
+            graph.problems.append(f"variant {key}={value}: the net has no layer or layer type "
+                                  f"'{key}'")
+        for node in nodes:
+            offered = get_converter(node.type).variants if is_supported(node.type) else {}
+            if value not in offered:
+                choices = ", ".join(sorted(offered)) or "none"
+                graph.problems.append(f"layer '{node.name}' ({node.type}): variant '{value}'; "
+                                      f"expected one of: {choices}")
+                continue
+            node.variant = value
+            graph.notes.append(f"layer '{node.name}' ({node.type}): the {value} variant "
+                               f"({offered[value]})")
 
 
 def parameter_value_problems(graph: NetGraph) -> list[str]:
@@ -85,8 +110,8 @@ def parameter_value_problems(graph: NetGraph) -> list[str]:
 
 def build(net: NetSource, weights: str | os.PathLike[str] | CaffeModel | None = None, *,
           input_shapes: InputShapes | None = None, phase: str = "TEST",
-          stages: Sequence[str] = (), level: int = 0, strict: bool = True,
-          device: str | torch.device | None = None,
+          stages: Sequence[str] = (), level: int = 0, variants: Variants | None = None,
+          strict: bool = True, device: str | torch.device | None = None,
           dtype: str | torch.dtype | None = None) -> CaffeNet:
     """Build the PyTorch model of a Caffe net with the caffemodel's weights bound: in eval mode
     for ``phase="TEST"``, in train mode for ``"TRAIN"`` (BatchNorm without use_global_stats
@@ -95,8 +120,8 @@ def build(net: NetSource, weights: str | os.PathLike[str] | CaffeModel | None = 
     ``weights=None`` keeps the initialised parameters. ``input_shapes`` (blob name -> shape)
     gives inputs the file leaves open and overrides declared ones. ``stages`` and ``level``
     select layers as Caffe's ``Net(file, phase, level=0, stages)``: the level replaces the
-    file's ``state { level }``. ``strict=False`` loads what fits and records the findings in
-    ``net.caffe.weights_report`` instead of raising.
+    file's ``state { level }``. ``variants`` as for :func:`load_graph`. ``strict=False`` loads
+    what fits and records the findings in ``net.caffe.weights_report`` instead of raising.
     ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``) and ``dtype`` (``"float32"``,
     ``"float16"``, ``"bfloat16"`` or a torch dtype) say where the net runs: they are checked
     first (:class:`DeviceError` when the device is missing or cannot run the dtype), and each
@@ -104,7 +129,8 @@ def build(net: NetSource, weights: str | os.PathLike[str] | CaffeModel | None = 
     MVN and Normalize compute in float32 inside a half-precision net.
     """
     placement = resolve_placement(device, dtype)
-    graph = load_graph(net, input_shapes, phase=phase, stages=stages, level=level)
+    graph = load_graph(net, input_shapes, phase=phase, stages=stages, level=level,
+                       variants=variants)
     model = None
     if weights is not None:
         model = weights if isinstance(weights, CaffeModel) else read_caffemodel(weights)
@@ -136,7 +162,8 @@ def save_caffemodel(net: CaffeNet, path: str | os.PathLike[str], *, format: str 
 
 
 def write_random_caffemodel(net: NetSource, path: str | os.PathLike[str], *, seed: int = 0,
-                            format: str = "V2", input_shapes: InputShapes | None = None) -> None:
+                            format: str = "V2", input_shapes: InputShapes | None = None,
+                            variants: Variants | None = None) -> None:
     """Write a caffemodel of random, well-scaled weights for ``net`` (tests, benchmarks)."""
-    graph = load_graph(net, input_shapes)
+    graph = load_graph(net, input_shapes, variants=variants)
     write_caffemodel(path, random_blobs(graph, seed), name=graph.name, format=format)

@@ -38,6 +38,22 @@ def add_net_arguments(parser: argparse.ArgumentParser, weights_required: bool = 
                         help="shape of an input the file leaves open, or to override (repeatable)")
     parser.add_argument("--phase", default="TEST", choices=["TEST", "TRAIN"],
                         help="which layers to keep by include/exclude rules (default TEST)")
+    parser.add_argument("--variant", metavar="TYPE=NAME", action="append",
+                        help="a fork's variant of a layer type (or LAYER=NAME for one layer) "
+                             "that the prototxt cannot tell apart, e.g. PriorBox=faceboxes "
+                             "(repeatable; the support table lists the variants)")
+
+
+def parse_variants(values: list[str] | None) -> dict[str, str]:
+    """``TYPE=NAME`` (or ``LAYER=NAME``) strings -> ``{TYPE: NAME}``."""
+    variants = {}
+    for value in values or []:
+        key, _, name = value.partition("=")
+        if not key or not name:
+            raise Caffe2TorchError(f"--variant '{value}': expected TYPE=NAME or LAYER=NAME, "
+                                   "e.g. PriorBox=faceboxes")
+        variants[key] = name
+    return variants
 
 
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:

@@ -50,7 +50,7 @@ CAFFE_CHECKED = {
     "mobilenet_ssd_voc_deploy": "tests/test_ssd_nets.py",
     "mobilenet_ssd_deploy_bn": "tests/test_ssd_nets.py",
     "opencv_res10_ssd_face_detector_deploy": "tests/test_ssd_nets.py",
-    "faceboxes_deploy": "tests/test_layers_ssd.py (with faceboxes_dense_anchors)",
+    "faceboxes_deploy": "tests/test_layers_ssd.py (with variants={'PriorBox': 'faceboxes'})",
 }
 # Files only an estimate in the manifest describes (placeholder input dims).
 ASSUMED_SHAPES = re.compile(r"ASSUMED")
@@ -135,18 +135,16 @@ def test_corpus_file(file_name, tmp_path):
 def _check_fork_net(path, stem: str, tmp_path) -> None:
     """An SSD-family net: builds (FaceBoxes with its PriorBox variant, and fails without it)
     and gives rows of 7 values for random weights."""
+    variants = {}
     if stem == "faceboxes_deploy":
-        with pytest.raises(ShapeError, match="faceboxes_dense_anchors"):
+        with pytest.raises(ShapeError, match="--variant PriorBox=faceboxes"):
             caffe2torch.load_graph(path)
-        variant = tmp_path / path.name
-        variant.write_text(path.read_text().replace(
-            "prior_box_param {", "prior_box_param { faceboxes_dense_anchors: true"))
-        path = variant
-    graph = caffe2torch.load_graph(path)
+        variants = {"PriorBox": "faceboxes"}
+    graph = caffe2torch.load_graph(path, variants=variants)
     assert graph.blob("detection_out").shape == (1, 1, 1, 7)  # Caffe's set-up shape
     weights = tmp_path / f"{stem}.caffemodel"
-    caffe2torch.write_random_caffemodel(path, weights, seed=11)
-    net = caffe2torch.build(path, weights=weights)
+    caffe2torch.write_random_caffemodel(path, weights, seed=11, variants=variants)
+    net = caffe2torch.build(path, weights=weights, variants=variants)
     shape = graph.blobs[graph.inputs[0]].shape
     with torch.no_grad():
         rows = net(torch.from_numpy(np.random.default_rng(5).standard_normal(

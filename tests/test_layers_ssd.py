@@ -14,7 +14,8 @@ from oracle import CORPUS, require_shared
 from reference import ssd as ref
 
 import caffe2torch
-from caffe2torch.errors import Caffe2TorchError, ShapeError
+from caffe2torch.cli import main
+from caffe2torch.errors import Caffe2TorchError, GraphError, ShapeError
 from caffe2torch.export import export_onnx, export_program, export_python, export_torchscript
 
 INPUT = 'input: "{name}" input_shape {{ {dims} }}\n'
@@ -223,6 +224,39 @@ def test_faceboxes_needs_the_variant_and_builds_with_it(tmp_path):
                          variance=[0.1, 0.1, 0.2, 0.2])
     np.testing.assert_allclose(blobs["inception_a3_concat_mbox_priorbox"].numpy(), want, atol=1e-6)
     assert blobs["detection_out"].shape[-1] == 7
+
+
+def test_faceboxes_variant_as_a_build_option(tmp_path, capsys):
+    """The same priors from variants={'PriorBox': 'faceboxes'} (or --variant), the file as is."""
+    path = require_shared(CORPUS / "faceboxes_deploy.prototxt")
+    before = path.read_bytes()
+    graph = caffe2torch.load_graph(path, variants={"PriorBox": "faceboxes"})
+    assert graph.blob("mbox_priorbox").shape == (1, 2, (20 * 15 * 21 + 10 * 8 + 5 * 4) * 4)
+    assert any("the faceboxes variant" in note for note in graph.notes)
+    by_name = caffe2torch.load_graph(path, check=False,
+                                     variants={"inception_a3_concat_mbox_priorbox": "faceboxes"})
+    assert [n.variant for n in by_name.layers if n.type == "PriorBox"] == ["faceboxes", "", ""]
+    assert path.read_bytes() == before
+    assert main(["info", str(path), "--variant", "PriorBox=faceboxes"]) == 0
+    assert "detection_out" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("variants, message", [
+    ({"PriorBox": "dense"}, r"variant 'dense'; expected one of: faceboxes"),
+    ({"Convolution": "faceboxes"}, r"\(Convolution\): variant 'faceboxes'; expected one of: none"),
+    ({"NoSuchLayer": "faceboxes"}, r"no layer or layer type 'NoSuchLayer'"),
+])
+def test_unknown_variants_are_refused(variants, message):
+    path = require_shared(CORPUS / "faceboxes_deploy.prototxt")
+    with pytest.raises(GraphError, match=message):
+        caffe2torch.load_graph(path, variants=variants)
+
+
+@pytest.mark.parametrize("value", ["PriorBox", "=faceboxes", "PriorBox="])
+def test_variant_option_syntax(value, capsys):
+    path = require_shared(CORPUS / "faceboxes_deploy.prototxt")
+    assert main(["info", str(path), "--variant", value]) == 1
+    assert "--variant" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- exports

@@ -12,7 +12,7 @@ import logging
 import sys
 
 from caffe2torch.errors import Caffe2TorchError, WeightsError
-from caffe2torch.options import add_net_arguments, parse_input_shapes
+from caffe2torch.options import add_net_arguments, parse_input_shapes, parse_variants
 
 log = logging.getLogger("caffe2torch")
 
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         raise Caffe2TorchError("--lenient applies to loading weights; give them with -w")
     net = build(resolve_net(args), weights=args.weights,
                 input_shapes=parse_input_shapes(args.input_shape), phase=args.phase,
-                strict=not args.lenient)
+                variants=parse_variants(args.variant), strict=not args.lenient)
     print(format_table(summarize(net.caffe.graph)))
     for note in net.caffe.notes:
         print(f"note: {note}", file=sys.stderr)

@@ -16,7 +16,8 @@ import argparse
 import sys
 
 from caffe2torch.commands.build import resolve_net
-from caffe2torch.options import add_net_arguments, add_zoo_argument, parse_input_shapes
+from caffe2torch.options import (add_net_arguments, add_zoo_argument, parse_input_shapes,
+                                 parse_variants)
 
 NAME = "graph"
 HELP = "draw the layer graph with blob shapes (.svg, .png, .pdf or .dot)"
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     args.weights = None
     graph = describe_graph(resolve_net(args), parse_input_shapes(args.input_shape),
-                           phase=args.phase)
+                           phase=args.phase, variants=parse_variants(args.variant))
     written = draw_graph(graph, args.output, fold_inplace=not args.no_fold, engine=args.engine,
                          dpi=args.dpi)
     for problem in graph.problems:

@@ -17,7 +17,8 @@ import json
 import sys
 
 from caffe2torch.commands.build import resolve_net
-from caffe2torch.options import add_net_arguments, add_zoo_argument, parse_input_shapes
+from caffe2torch.options import (add_net_arguments, add_zoo_argument, parse_input_shapes,
+                                 parse_variants)
 
 NAME = "info"
 HELP = "show the layers, shapes, parameters, MACs and problems of a net (and its caffemodel)"
@@ -33,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from caffe2torch.research.netinfo import describe_net, format_info
 
     info = describe_net(resolve_net(args), args.weights,
-                        input_shapes=parse_input_shapes(args.input_shape), phase=args.phase)
+                        input_shapes=parse_input_shapes(args.input_shape), phase=args.phase,
+                        variants=parse_variants(args.variant))
     if args.json:
         print(json.dumps(info.as_dict(), indent=1))
     else:

@@ -24,6 +24,7 @@ from caffe2torch.options import (
     add_zoo_argument,
     given_preprocess_options,
     parse_input_shapes,
+    parse_variants,
 )
 
 NAME = "verify"
@@ -51,12 +52,14 @@ def run(args: argparse.Namespace) -> int:
     resolve_placement(args.device, args.dtype)  # a missing device fails before any work
     net = resolve_net(args)
     shapes = parse_input_shapes(args.input_shape)
+    variants = parse_variants(args.variant)
     prep = None
     if args.image:
-        prep = preprocessing_from_args(args, load_graph(net, shapes, phase=args.phase))
+        prep = preprocessing_from_args(args, load_graph(net, shapes, phase=args.phase,
+                                                        variants=variants))
     report = verify(net, args.weights, image=args.image, preprocessing=prep,
                     tolerance=args.tolerance, seed=args.seed, input_shapes=shapes,
-                    phase=args.phase, device=args.device, dtype=args.dtype)
+                    phase=args.phase, device=args.device, dtype=args.dtype, variants=variants)
     print(format_report(report))
     return 0 if report.passed else 1
 

@@ -54,6 +54,8 @@ class LayerNode:
     tops: list[str]
     module_name: str
     role: Role = "compute"
+    #: The fork variant the caller chose for this layer (``build(..., variants=...)``), "" if none.
+    variant: str = ""
     #: New versions of blobs that share storage with an in-place top (see ``Blob.alias_of``).
     alias_tops: list[str] = field(default_factory=list)
     #: Indices of the bottoms whose storage an in-place top of this layer overwrites (the

@@ -55,6 +55,11 @@ class Converter:
     #: (a custom layer's ``mish_param``, or ``"convolution_param.my_field"``); any other such
     #: field on a layer of this type makes the build fail naming it.
     param_blocks: ClassVar[tuple[str, ...]] = ()
+    #: Forks that compute another result from the same parameters, which a prototxt cannot tell
+    #: apart: variant name -> what it is. The caller picks one per layer type or layer name
+    #: (``build(..., variants={"PriorBox": "faceboxes"})``); the converter reads
+    #: ``layer.variant``.
+    variants: ClassVar[dict[str, str]] = {}
 
     def output_shapes(self, layer: LayerNode, inputs: Sequence[Shape]) -> list[Shape]:
         """Caffe's shape rule: the shape of every top, from the bottom shapes."""

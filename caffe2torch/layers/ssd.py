@@ -6,10 +6,10 @@ PriorBox, the FaceBoxes variant: sfzhang15/FaceBoxes' ``prior_box_layer.cpp`` co
 priors from the same parameters: a min_size of 32 gives 4 x 4 boxes per cell (centres shifted
 by 8 pixels), 64 gives 2 x 2 (shifted by 16), every square min-size box has side
 ``min_size - 1``, and a layer with three min sizes has 21 priors per cell. A prototxt cannot
-tell which fork it was written for, so the variant is chosen explicitly, never guessed: set
-``prior_box_param { faceboxes_dense_anchors: true }`` (a field of our own) in each PriorBox
-layer of a FaceBoxes net. Without it such a net fails at its DetectionOutput, whose error says
-so.
+tell which fork it was written for, so the variant is chosen explicitly, never guessed:
+``build(..., variants={"PriorBox": "faceboxes"})`` (``--variant PriorBox=faceboxes``), or
+``prior_box_param { faceboxes_dense_anchors: true }`` (a field of our own) in a PriorBox layer.
+Without either such a net fails at its DetectionOutput, whose error says so.
 
 DetectionOutput's top has one row per detection, a number only the values decide: its inferred
 shape is Caffe's at net set-up, (1, 1, 1, 7) (``data_dependent``); the module returns Caffe's
@@ -88,7 +88,8 @@ def _check_prior_box(layer: LayerNode) -> None:
 def _priors(layer: LayerNode) -> list[tuple[float, float, float, float]]:
     p = layer.param.prior_box_param
     ratios = _aspect_ratios(p)
-    dense = FACEBOXES_DENSE if p.faceboxes_dense_anchors else None
+    dense = FACEBOXES_DENSE if p.faceboxes_dense_anchors or layer.variant == "faceboxes" \
+        else None
     priors = priors_per_cell(list(p.min_size), list(p.max_size), ratios, dense)
     if dense is not None:  # the fork's count, which its loop must fill exactly
         declared = (21 if len(p.min_size) == 3 else len(ratios) * len(p.min_size)) \
@@ -120,7 +121,9 @@ class PriorBoxConverter(Converter):
 
     caffe_type = "PriorBox"
     origin = ORIGIN
-    limits = "the FaceBoxes variant only with faceboxes_dense_anchors: true (our own field)"
+    variants = {"faceboxes": "sfzhang15/FaceBoxes' densified priors"}
+    limits = ("the FaceBoxes variant only when chosen: variants={'PriorBox': 'faceboxes'} "
+              "(--variant PriorBox=faceboxes), or faceboxes_dense_anchors: true (our own field)")
 
     def output_shapes(self, layer: LayerNode, inputs: Sequence[Shape]) -> list[Shape]:
         expect_bottoms(layer, inputs, 1, 2)
@@ -210,8 +213,10 @@ class DetectionOutputConverter(Converter):
 def _faceboxes_hint(have: int, want: int) -> str:
     if have <= want:
         return ""
-    return ("; a FaceBoxes net (sfzhang15/FaceBoxes) makes more priors per cell: set "
-            "prior_box_param { faceboxes_dense_anchors: true } in its PriorBox layers")
+    return ("; a FaceBoxes net (sfzhang15/FaceBoxes) makes more priors per cell: build it "
+            "with variants={'PriorBox': 'faceboxes'} (--variant PriorBox=faceboxes on the "
+            "command line), or set prior_box_param { faceboxes_dense_anchors: true } in its "
+            "PriorBox layers")
 
 
 # ----------------------------------------------------------------------------- Normalize

@@ -8,7 +8,7 @@ import logging
 from caffe2torch.api import build, load_graph
 from caffe2torch.build import CaffeNet
 from caffe2torch.devices import resolve_placement
-from caffe2torch.options import parse_input_shapes
+from caffe2torch.options import parse_input_shapes, parse_variants
 from caffe2torch.preprocess import Preprocessing, default_preprocessing, parse_mean, parse_size
 
 log = logging.getLogger("caffe2torch")
@@ -49,7 +49,8 @@ def build_for_images(args: argparse.Namespace, net_path) -> tuple[CaffeNet, Prep
     device, dtype = getattr(args, "device", None), getattr(args, "dtype", None)
     resolve_placement(device, dtype)
     shapes = parse_input_shapes(args.input_shape)
-    graph = load_graph(net_path, shapes, phase=args.phase)
+    variants = parse_variants(args.variant)
+    graph = load_graph(net_path, shapes, phase=args.phase, variants=variants)
     prep = preprocessing_from_args(args, graph)
     if len(graph.inputs) == 1 and not shapes:
         declared = graph.blobs[graph.inputs[0]].shape
@@ -57,7 +58,7 @@ def build_for_images(args: argparse.Namespace, net_path) -> tuple[CaffeNet, Prep
         if declared is not None and len(declared) == 4 and hw is not None:
             shapes = {graph.blobs[graph.inputs[0]].name: (1, declared[1], *hw)}
     net = build(net_path, args.weights, input_shapes=shapes or None, phase=args.phase,
-                device=device, dtype=dtype)
+                device=device, dtype=dtype, variants=variants)
     return net, prep
 
 

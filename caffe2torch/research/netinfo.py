@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from caffe2torch.api import InputShapes, NetSource, collect_graph, load_definition
+from caffe2torch.api import InputShapes, NetSource, Variants, collect_graph, load_definition
 from caffe2torch.errors import ShapeError
 from caffe2torch.io.caffemodel import CaffeModel, read_caffemodel
 from caffe2torch.ir.graph import NetGraph
@@ -76,13 +76,14 @@ class NetInfo:
 
 
 def describe_net(net: NetSource, weights: str | os.PathLike[str] | CaffeModel | None = None, *,
-                 input_shapes: InputShapes | None = None, phase: str = "TEST") -> NetInfo:
+                 input_shapes: InputShapes | None = None, phase: str = "TEST",
+                 variants: Variants | None = None) -> NetInfo:
     """Everything ``caffe2torch info`` shows, as data.
 
     Problems (unsupported layer types or parameter values, missing bottoms, shape errors) are
     collected in ``problems``, never raised; shapes that cannot be inferred are ``None``.
     """
-    graph = describe_graph(net, input_shapes, phase=phase)
+    graph = describe_graph(net, input_shapes, phase=phase, variants=variants)
     rows = summarize(graph)
     summary = None
     if weights is not None:
@@ -97,10 +98,10 @@ def describe_net(net: NetSource, weights: str | os.PathLike[str] | CaffeModel | 
 
 
 def describe_graph(net: NetSource, input_shapes: InputShapes | None = None, *,
-                   phase: str = "TEST") -> NetGraph:
+                   phase: str = "TEST", variants: Variants | None = None) -> NetGraph:
     """The net's graph with every problem in ``graph.problems`` (never raised) and the shapes
     that can be inferred filled in (the others ``None``)."""
-    graph = collect_graph(load_definition(net), phase=phase)
+    graph = collect_graph(load_definition(net), phase=phase, variants=variants)
     if graph.problems:
         graph.problems += infer_known_shapes(graph, input_shapes)
         return graph

@@ -125,7 +125,8 @@ def verify(net: str | os.PathLike[str], weights: str | os.PathLike[str], *,
            image: ImageInput | None = None, preprocessing: Preprocessing | None = None,
            tolerance: float = 1e-4, seed: int = 0, input_shapes: InputShapes | None = None,
            phase: str = "TEST", device: str | torch.device | None = None,
-           dtype: str | torch.dtype | None = None) -> VerifyReport:
+           dtype: str | torch.dtype | None = None,
+           variants: Mapping[str, str] | None = None) -> VerifyReport:
     """Run the converted net and OpenCV's on one input; compare every layer.
 
     The input is ``image`` preprocessed (``preprocessing``, else the net's defaults, see
@@ -134,10 +135,11 @@ def verify(net: str | os.PathLike[str], weights: str | os.PathLike[str], *,
     runs on the CPU in float32; half precision needs a larger ``tolerance``).
     """
     cv2 = _import_opencv()
-    graph = load_graph(net, input_shapes, phase=phase)
+    graph = load_graph(net, input_shapes, phase=phase, variants=variants)
     inputs, described = _make_inputs(graph, image, preprocessing, seed)
     shapes = {name: tuple(value.shape) for name, value in inputs.items()}
-    model = build(net, weights, input_shapes=shapes, phase=phase, device=device, dtype=dtype)
+    model = build(net, weights, input_shapes=shapes, phase=phase, device=device, dtype=dtype,
+                  variants=variants)
     ours = _our_layer_outputs(model, inputs)
     report = VerifyReport(prototxt=str(net), weights=str(weights), input=described,
                           tolerance=tolerance, opencv_version=cv2.__version__)
