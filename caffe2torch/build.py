@@ -132,6 +132,8 @@ def _failing_layer(net: CaffeNet, args: tuple) -> str | None:
                     raise
                 given = [tuple(a.shape) for a in node_args if isinstance(a, torch.Tensor)]
                 built = [graph.blobs[b].shape for b in layer.bottoms]
+                if [g[1:] for g in given] == [b[1:] for b in built if b is not None]:
+                    raise  # the shapes it was built for (up to the batch): a value error
                 inputs = ", ".join(
                     f"'{name}' {tuple(a.shape)}" for name, a in zip(net.caffe.input_names, args)
                     if isinstance(a, torch.Tensor))
