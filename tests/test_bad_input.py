@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import caffe2torch
-from caffe2torch.errors import GraphError, NetSizeError, ShapeError
+from caffe2torch.errors import Caffe2TorchError, GraphError, NetSizeError, ShapeError
 from caffe2torch.ir.memory import available_memory, check_memory, format_bytes
 from caffe2torch.layers.registry import Converter, register_converter, unregister_converter
 
@@ -157,3 +157,17 @@ def test_prior_box_aspect_ratio_must_be_positive_and_finite(write_net, ratio):
     with pytest.raises(ShapeError, match=r"layer 'pb' \(PriorBox\).*aspect_ratio .*; expected a "
                                          "finite ratio > 0"):
         caffe2torch.load_graph(path)
+
+
+@pytest.mark.parametrize("layer", [
+    'layer { name: "f" type: "Flatten" top: "f" }',
+    'layer { name: "s" type: "Split" top: "a" top: "b" }',
+    'layer { name: "r" type: "Reshape" bottom: "data" }',
+    'layer { name: "c" type: "Concat" bottom: "nowhere" top: "nowhere" }',
+])
+def test_memory_sharing_layers_with_missing_bottoms_or_tops(write_net, layer):
+    """Split / Flatten / Reshape / Concat share their bottom's memory; a missing bottom or top is
+    our error naming the layer, not an IndexError from the sharing rule (fuzzer escape)."""
+    path = write_net('input: "data" input_shape { dim: 2 dim: 3 dim: 4 dim: 5 }\n' + layer)
+    with pytest.raises(Caffe2TorchError, match=r"layer '[fsrc]'"):
+        caffe2torch.build(path)

@@ -298,13 +298,15 @@ class _GraphBuilder:
         in-place top's storage a new version (the same memory, written by this layer)."""
         pairs = self.shares(node) if self.shares is not None and len(node.bottoms) == \
             len(node.param.bottom) else []
+        tops, bottoms = list(node.param.top), list(node.param.bottom)
         for top_slot, bottom_slot in pairs:
-            top, bottom = node.param.top[top_slot], node.param.bottom[bottom_slot]
-            if top != bottom:
+            if top_slot >= len(tops) or bottom_slot >= len(bottoms):
+                continue  # a wrong top or bottom count: the layer's shape rule reports it
+            top, bottom = tops[top_slot], bottoms[bottom_slot]
+            if top != bottom and bottom in self.storage:
                 self.storage[top] = self.storage[bottom]
-        bottoms = list(node.param.bottom)
-        for slot, top in enumerate(node.param.top):
-            if not (slot < len(bottoms) and bottoms[slot] == top):
+        for slot, top in enumerate(tops):
+            if not (slot < len(bottoms) and bottoms[slot] == top) or top not in self.storage:
                 continue
             root = self.storage[top]
             node.aliased_bottoms += [j for j, b in enumerate(bottoms)
