@@ -27,12 +27,14 @@ from caffe2torch.errors import (
 )
 from caffe2torch.io.caffemodel import read_caffemodel, write_caffemodel
 from caffe2torch.layers.registry import Converter, register_converter, registered_types
+from caffe2torch.passes import optimize
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Caffe2TorchError", "CaffeNet", "CaffemodelError", "Converter", "GraphError",
     "PrototxtError", "ShapeError", "UnsupportedLayerError", "WeightsError", "build",
-    "load_definition", "load_graph", "load_weights", "read_caffemodel", "register_converter",
-    "registered_types", "save_caffemodel", "write_caffemodel", "write_random_caffemodel",
+    "load_definition", "load_graph", "load_weights", "optimize", "read_caffemodel",
+    "register_converter", "registered_types", "save_caffemodel", "write_caffemodel",
+    "write_random_caffemodel",
 ]

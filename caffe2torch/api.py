@@ -66,12 +66,13 @@ def parameter_value_problems(graph: NetGraph) -> list[str]:
 
 def build(net: NetSource, weights: str | os.PathLike[str] | CaffeModel | None = None, *,
           input_shapes: InputShapes | None = None, phase: str = "TEST",
-          stages: Sequence[str] = (), strict: bool = True) -> CaffeNet:
+          stages: Sequence[str] = (), strict: bool = True, optimize: bool = False) -> CaffeNet:
     """Build the PyTorch model of a Caffe net, in eval mode, with the caffemodel's weights bound.
 
     ``weights=None`` keeps the initialised parameters. ``input_shapes`` (blob name -> shape)
     gives inputs the file leaves open and overrides declared ones. ``strict=False`` loads what
     fits and records the findings in ``net.caffe.weights_report`` instead of raising.
+    ``optimize=True`` returns :func:`caffe2torch.optimize`'s inference model instead.
     """
     graph = load_graph(net, input_shapes, phase=phase, stages=stages)
     model = None
@@ -84,6 +85,9 @@ def build(net: NetSource, weights: str | os.PathLike[str] | CaffeModel | None = 
     if model is not None:
         module.caffe.weights_report = bind_weights(module, model, strict=strict)
         materialize(module)
+    if optimize:
+        from caffe2torch.passes import optimize as optimize_net
+        return optimize_net(module, copy_modules=False)
     return module
 
 
