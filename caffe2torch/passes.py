@@ -12,7 +12,8 @@ Passes, in order (each on the graph, none by hand per net):
    can absorb them, BatchNorm / Scale / Bias become one per-channel affine and the layers after
    fold into that.
 3. ``pooling``: Caffe pooling takes torch's own kernel (no padding copy, no clamp) wherever that
-   gives Caffe's result; the proof is in :mod:`caffe2torch.modules.fast`.
+   gives Caffe's result (the proof is in :mod:`caffe2torch.modules.fast`); ACROSS_CHANNELS LRN
+   sums its window from shifted slices instead of a 3-D pooling.
 4. ``inplace``: a ReLU / LeakyReLU / Sigmoid / TanH whose input is a fresh tensor nothing else
    reads runs in place on it, and so does an Eltwise SUM (no coefficients) on one of its inputs.
 5. ``channels_last`` (optional): 4-D inputs and convolution weights in channels-last layout.
@@ -34,7 +35,14 @@ from caffe2torch.build import CaffeInfo, CaffeNet
 from caffe2torch.errors import Caffe2TorchError
 from caffe2torch.modules.activations import Power
 from caffe2torch.modules.basic import Concat, Eltwise, InnerProduct, Split
-from caffe2torch.modules.fast import ChannelAffine, InPlace, NativePool2d, SumInPlace
+from caffe2torch.modules.fast import (
+    ChannelAffine,
+    ChannelLRN,
+    InPlace,
+    NativePool2d,
+    SumInPlace,
+)
+from caffe2torch.modules.lrn import CaffeLRN
 from caffe2torch.modules.normalization import Bias, CaffeBatchNorm, Scale
 from caffe2torch.modules.pooling import CaffePool2d
 
@@ -44,14 +52,16 @@ NON_NEGATIVE = (nn.ReLU, nn.ReLU6, nn.Sigmoid)
 Affine = tuple[torch.Tensor, torch.Tensor]  # per-channel (or 0-D) multiplier and offset, float64
 
 
-def optimize(net: CaffeNet, *, keep: Iterable[str] = (), channels_last: bool = False,
+def optimize(net: CaffeNet, *, keep: Iterable[str] = (), channels_last: bool | None = None,
              copy_modules: bool = True) -> CaffeNet:
     """The inference model of ``net``: same inputs and outputs, within float rounding (1e-5
     relative) of the plain net, faster (see the module docstring for what the passes do).
 
     ``keep`` names blobs that must stay readable with ``outputs=[...]`` (every blob the passes
-    leave is readable anyway). ``channels_last`` runs 4-D convolutions in channels-last layout
-    (it pays on some nets and costs on others: measure with bench/bench_forward.py).
+    leave is readable anyway). ``channels_last`` runs the net in channels-last layout from its
+    4-D inputs on (its outputs come back contiguous; blobs read with ``outputs=`` may have
+    channels-last strides); ``None`` chooses it for nets with 2-D convolutions or pooling
+    (:func:`wants_channels_last`).
     ``copy_modules=False`` takes the plain net's modules instead of copying them (the plain net
     must not be used afterwards; ``build(..., optimize=True)`` does this). The result is in eval
     mode and meant for inference: its folded layers always use the stored statistics.
@@ -64,9 +74,9 @@ def optimize(net: CaffeNet, *, keep: Iterable[str] = (), channels_last: bool = F
     fold_affines(work)
     native_pooling(work)
     run_in_place(work)
-    if channels_last:
+    if wants_channels_last(net) if channels_last is None else channels_last:
         to_channels_last(work)
-    return work.finish(channels_last)
+    return work.finish()
 
 
 class _Work:
@@ -119,7 +129,7 @@ class _Work:
         self.forget(producer, into)
         self.replace(consumer, producer)
 
-    def finish(self, channels_last: bool) -> CaffeNet:
+    def finish(self) -> CaffeNet:
         self.graph.lint()
         used = {n.target for n in self.graph.nodes if n.op == "call_module"}
         modules = {name: m for name, m in self.modules.items() if name in used}
@@ -143,7 +153,7 @@ class _Work:
             layer_nodes=layer_nodes,
             modules={layer: name for layer, name in info.modules.items()
                      if name in modules and name not in self.changed},
-            folded=folded, passes=self.passes + (["channels_last"] if channels_last else []))
+            folded=folded, passes=self.passes)
         result.caffe.weights_report = getattr(info, "weights_report", None)
         result.meta["_user_preserved_attributes"] = {"caffe": result.caffe}
         return result.eval()
@@ -260,6 +270,11 @@ def _fold_into(module: nn.Module, a: torch.Tensor, c: torch.Tensor) -> bool:
 def native_pooling(work: _Work) -> None:
     for node in work.graph.nodes:
         module = work.module(node)
+        if type(module) is CaffeLRN and module.region == "ACROSS_CHANNELS":
+            work.modules[node.target] = ChannelLRN(module.local_size, module.alpha,
+                                                   module.beta, module.k)
+            work.changed.add(node.target)
+            continue
         if type(module) is not CaffePool2d or module.with_mask or \
                 module.method not in ("MAX", "AVE"):
             continue
@@ -287,8 +302,8 @@ def _non_negative(work: _Work, node) -> bool:
 # ----------------------------------------------------------------------------- 4. in place
 
 
-_FRESH = (*CONVS, *DECONVS, InnerProduct, ChannelAffine, NativePool2d, Eltwise, Concat,
-          InPlace, SumInPlace)
+_FRESH = (*CONVS, *DECONVS, InnerProduct, ChannelAffine, ChannelLRN, NativePool2d, Eltwise,
+          Concat, InPlace, SumInPlace)
 _ACTIVATIONS = {nn.ReLU: "relu", nn.LeakyReLU: "leaky_relu", nn.Sigmoid: "sigmoid",
                 nn.Tanh: "tanh"}
 
@@ -340,3 +355,14 @@ def to_channels_last(work: _Work) -> None:
             module.weight = nn.Parameter(
                 module.weight.detach().contiguous(memory_format=torch.channels_last),
                 requires_grad=False)
+        if node.op == "output":  # the net's outputs come back in the usual layout
+            with work.graph.inserting_before(node):
+                node.args = (fx.map_arg(node.args[0], lambda value: work.graph.call_method(
+                    "contiguous", (value,))),)
+    work.passes.append("channels_last")
+
+
+def wants_channels_last(net: CaffeNet) -> bool:
+    """The default layout choice: channels-last wherever the net convolves or pools 4-D blobs
+    (torch's CPU kernels for both are faster so; bench/bench_forward.py --explore measures)."""
+    return any(type(m) in (nn.Conv2d, nn.ConvTranspose2d, CaffePool2d) for m in net.children())

@@ -137,3 +137,30 @@ class SumInPlace(nn.Module):
             if i != self.into:
                 out = out.add_(x)
         return out
+
+
+class ChannelLRN(nn.Module):
+    """Caffe's ACROSS_CHANNELS LRN, ``x * (k + alpha / n * window sum of x^2)^-beta``, with the
+    window sum taken as ``n`` shifted slices of the zero-padded squares (torch's
+    ``local_response_norm`` and :class:`CaffeLRN` pool in 3-D, which is several times slower);
+    ``beta = 0.75`` as ``rsqrt(t) * sqrt(rsqrt(t))``."""
+
+    def __init__(self, local_size: int, alpha: float, beta: float, k: float) -> None:
+        super().__init__()
+        self.local_size, self.alpha, self.beta, self.k = local_size, alpha, beta, k
+
+    def extra_repr(self) -> str:
+        return f"local_size={self.local_size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, channels = self.local_size, x.shape[1]
+        half = (n - 1) // 2
+        squares = F.pad(x * x, (0, 0) * (x.dim() - 2) + (half, half))
+        total = squares[:, :channels].clone()
+        for offset in range(1, n):
+            total += squares[:, offset:offset + channels]
+        scale = total.mul_(self.alpha / n).add_(self.k)
+        if self.beta == 0.75:
+            inverse = scale.rsqrt_()
+            return x * inverse * inverse.sqrt()
+        return x * scale.pow_(-self.beta)
