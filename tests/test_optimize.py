@@ -372,3 +372,40 @@ def test_plain_net_is_untouched(write_net, tmp_path):
 def test_refuses_other_modules():
     with pytest.raises(Caffe2TorchError, match="caffe2torch.build"):
         caffe2torch.optimize(torch.nn.Linear(2, 2))
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def test_extract_runs_the_optimised_net_by_default(write_net, tmp_path):
+    from PIL import Image
+
+    from caffe2torch.cli import main
+    from caffe2torch.research import read_features
+
+    text = net_text("\n".join([
+        conv("conv1", "data"),
+        layer("bn", "BatchNorm", BN, ("conv1",), ("conv1",)),
+        layer("relu1", "ReLU", "", ("conv1",), ("conv1",)),
+        layer("pool1", "Pooling", "pooling_param { pool: MAX kernel_size: 2 stride: 2 }",
+              ("conv1",)),
+        layer("fc7", "InnerProduct", "inner_product_param { num_output: 5 }", ("pool1",)),
+    ]), shape=(1, 3, 8, 10))
+    proto = write_net(text)
+    weights = tmp_path / "net.caffemodel"
+    caffe2torch.write_random_caffemodel(proto, weights, seed=4)
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        pixels = rng.integers(0, 256, size=(8, 10, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(images / f"img{i}.png")
+    base = [str(proto), "-w", str(weights), "--images", str(images), "--blobs", "fc7,conv1",
+            "--no-progress", "--batch-size", "4", "--mean", "100,110,120"]
+    fast, slow = tmp_path / "fast.npz", tmp_path / "slow.npz"
+    assert main(["extract", *base, "-o", str(fast)]) == 0
+    assert main(["extract", *base, "-o", str(slow), "--no-optimize"]) == 0
+    a, b = read_features(fast), read_features(slow)
+    assert a.files == b.files
+    for name in ("fc7", "conv1"):
+        assert max_rel_error(a.blobs[name], b.blobs[name]) <= TOLERANCE

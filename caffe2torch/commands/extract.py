@@ -19,6 +19,7 @@ import sys
 from caffe2torch.commands import add_net_arguments
 from caffe2torch.commands.build import resolve_net
 from caffe2torch.research._options import (
+    add_optimize_argument,
     add_preprocess_arguments,
     add_zoo_argument,
     build_for_images,
@@ -46,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--restart", action="store_true",
                         help="discard an earlier interrupted run instead of resuming it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_optimize_argument(parser)
     add_preprocess_arguments(parser)
 
 
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             net, args.images, blobs, args.output, preprocessing=prep,
             batch_size=args.batch_size, workers=args.workers,
             checkpoint_every=args.checkpoint_every, resume=not args.restart,
-            progress=not args.no_progress)
+            progress=not args.no_progress, optimize=args.optimize)
     except ExtractInterrupted as stop:
         done = stop.result
         print(f"caffe2torch: interrupted; {done.done} of {done.total} image(s) saved in "

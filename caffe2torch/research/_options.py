@@ -34,6 +34,24 @@ def add_preprocess_arguments(parser: argparse.ArgumentParser) -> None:
                        help="the net takes RGB (Caffe nets usually take BGR)")
 
 
+def add_optimize_argument(parser: argparse.ArgumentParser) -> None:
+    """``--no-optimize``: run the net as built instead of :func:`caffe2torch.optimize`'s model
+    (commands that run nets for their results use the optimised one by default)."""
+    parser.add_argument("--no-optimize", dest="optimize", action="store_false",
+                        help="run the plain converted net, not the inference-optimised one "
+                             "(same results within 1e-5, slower)")
+
+
+def optimized_for(args: argparse.Namespace, net: CaffeNet, keep=()) -> CaffeNet:
+    """The net to run for ``args``: optimised (keeping the blobs ``keep`` names readable with
+    ``outputs=``) unless ``--no-optimize`` was given. ``net`` is consumed: its modules move
+    into the optimised model, so run only the returned one."""
+    if not getattr(args, "optimize", True):
+        return net
+    from caffe2torch.passes import optimize
+    return optimize(net, keep=keep, copy_modules=False)
+
+
 def zoo_entry(args: argparse.Namespace):
     if not getattr(args, "zoo", None):
         return None
