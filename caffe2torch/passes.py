@@ -134,7 +134,7 @@ class _Work:
         used = {n.target for n in self.graph.nodes if n.op == "call_module"}
         modules = {name: m for name, m in self.modules.items() if name in used}
         info = self.net.caffe
-        blob_nodes, folded = {}, {}
+        blob_nodes, folded = {}, dict(info.folded)  # (an optimised net optimised again)
         for blob, name in info.blob_nodes.items():
             node = self.where.get(name)
             if node is not None:
@@ -153,7 +153,7 @@ class _Work:
             layer_nodes=layer_nodes,
             modules={layer: name for layer, name in info.modules.items()
                      if name in modules and name not in self.changed},
-            folded=folded, passes=self.passes)
+            folded=folded, passes=[*info.passes, *self.passes])
         result.caffe.weights_report = getattr(info, "weights_report", None)
         result.meta["_user_preserved_attributes"] = {"caffe": result.caffe}
         return result.eval()

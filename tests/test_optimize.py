@@ -410,3 +410,12 @@ def test_extract_runs_the_optimised_net_by_default(write_net, tmp_path):
     assert a.files == b.files
     for name in ("fc7", "conv1"):
         assert max_rel_error(a.blobs[name], b.blobs[name]) <= TOLERANCE
+
+
+def test_optimising_twice_keeps_what_was_folded(write_net, tmp_path):
+    text = net_text("\n".join([conv("conv", "data"),
+                               layer("bn", "BatchNorm", BN, ("conv",), ("bn",))]))
+    plain = random_net(write_net, tmp_path, text)
+    twice = caffe2torch.optimize(caffe2torch.optimize(plain))
+    assert "conv" in twice.caffe.folded
+    assert_same(plain, twice, inputs_for(plain))

@@ -30,9 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from caffe2torch.modules.pooling import FLT_MAX, caffe_pool2d
-
-Pair = tuple[int, int]
+from caffe2torch.modules.pooling import FLT_MAX, Pair, caffe_pool2d
 
 
 def native_pooling_applies(size: int, kernel: int, pad: int, stride: int) -> bool:
