@@ -75,7 +75,8 @@ class NativePool2d(nn.Module):
             out = F.max_pool2d(x, self.kernel, self.stride, self.pad, ceil_mode=self.ceil)
         else:
             return caffe_pool2d(x, self.method, self.kernel, self.stride, self.pad, self.ceil)
-        return out.clamp_min_(-FLT_MAX) if self.clamp else out
+        # -FLT_MAX, or the lowest finite value of a narrower dtype
+        return out.clamp_min_(max(-FLT_MAX, torch.finfo(out.dtype).min)) if self.clamp else out
 
 
 class ChannelAffine(nn.Module):
