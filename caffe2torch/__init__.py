@@ -31,13 +31,15 @@ _HOMES = {
     "Converter": "caffe2torch.layers.registry",
     "register_converter": "caffe2torch.layers.registry",
     "registered_types": "caffe2torch.layers.registry",
+    "optimize": "caffe2torch.passes",
 }
 
 __all__ = [
     "Caffe2TorchError", "CaffeNet", "CaffemodelError", "Converter", "DeviceError", "GraphError",
     "NetSizeError", "PrototxtError", "ShapeError", "UnsupportedLayerError", "WeightsError",
     "build",
-    "load_definition", "load_graph", "load_weights", "read_caffemodel", "register_converter",
+    "load_definition", "load_graph", "load_weights", "optimize", "read_caffemodel",
+    "register_converter",
     "registered_types", "save_caffemodel", "write_caffemodel", "write_random_caffemodel",
 ]
 
@@ -64,6 +66,7 @@ if TYPE_CHECKING:
     )
     from caffe2torch.io.caffemodel import read_caffemodel, write_caffemodel
     from caffe2torch.layers.registry import Converter, register_converter, registered_types
+    from caffe2torch.passes import optimize
 
 
 def __getattr__(name: str) -> Any:

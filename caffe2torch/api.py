@@ -112,7 +112,7 @@ def build(net: NetSource, weights: str | os.PathLike[str] | CaffeModel | None = 
           input_shapes: InputShapes | None = None, phase: str = "TEST",
           stages: Sequence[str] = (), level: int = 0, variants: Variants | None = None,
           strict: bool = True, device: str | torch.device | None = None,
-          dtype: str | torch.dtype | None = None) -> CaffeNet:
+          dtype: str | torch.dtype | None = None, optimize: bool = False) -> CaffeNet:
     """Build the PyTorch model of a Caffe net with the caffemodel's weights bound: in eval mode
     for ``phase="TEST"``, in train mode for ``"TRAIN"`` (BatchNorm without use_global_stats
     then normalises with the batch statistics and accumulates them, as Caffe's TRAIN phase).
@@ -127,8 +127,12 @@ def build(net: NetSource, weights: str | os.PathLike[str] | CaffeModel | None = 
     first (:class:`DeviceError` when the device is missing or cannot run the dtype), and each
     caffemodel blob is copied once, straight into its parameter there. Softmax, BatchNorm, LRN,
     MVN and Normalize compute in float32 inside a half-precision net.
+    ``optimize=True`` returns :func:`caffe2torch.optimize`'s inference model instead; its
+    folding runs in float32 on the CPU, and the folded model then moves to ``device`` /
+    ``dtype`` (one host copy of the weights on the way).
     """
-    placement = resolve_placement(device, dtype)
+    target = resolve_placement(device, dtype)
+    placement = CPU_FLOAT32 if optimize else target
     graph = load_graph(net, input_shapes, phase=phase, stages=stages, level=level,
                        variants=variants)
     model = None
@@ -146,7 +150,16 @@ def build(net: NetSource, weights: str | os.PathLike[str] | CaffeModel | None = 
         for layer in module.children():
             place(layer, placement)
     module.meta["caffe2torch.placement"] = placement
-    return module.train(phase.upper() == "TRAIN")
+    module.train(phase.upper() == "TRAIN")
+    if not optimize:
+        return module
+    from caffe2torch.passes import optimize as optimize_net
+    module = optimize_net(module, copy_modules=False)
+    if target != CPU_FLOAT32:
+        for layer in module.children():
+            place(layer, target)
+        module.meta["caffe2torch.placement"] = target
+    return module
 
 
 def load_weights(net: CaffeNet, weights: str | os.PathLike[str] | CaffeModel,

@@ -25,10 +25,24 @@ class CaffeInfo:
     blob_nodes: dict[str, str] = field(default_factory=dict)
     layer_nodes: dict[str, list[str]] = field(default_factory=dict)
     modules: dict[str, str] = field(default_factory=dict)
+    #: optimize() only: blobs its passes removed -> the layer each went into; the passes applied
+    folded: dict[str, str] = field(default_factory=dict)
+    passes: list[str] = field(default_factory=list)
 
     @property
     def notes(self) -> list[str]:
         return self.graph.notes
+
+    def unknown_blobs_error(self, names: list[str]) -> Caffe2TorchError:
+        folded = [n for n in names if n in self.folded]
+        if folded:
+            where = ", ".join(f"'{n}' into {self.folded[n]}" for n in folded)
+            return Caffe2TorchError(
+                f"blob(s) {folded} of net '{self.graph.name}' were folded away by optimize() "
+                f"({where}); optimize(net, keep={folded}) keeps them, or read them from the "
+                "plain net")
+        return Caffe2TorchError(f"no blob named {names} in net '{self.graph.name}'; "
+                                f"known blobs: {sorted(self.blob_nodes)}")
 
 
 class CaffeNet(fx.GraphModule):
@@ -53,8 +67,7 @@ class CaffeNet(fx.GraphModule):
         names = [outputs] if isinstance(outputs, str) else list(outputs)
         unknown = [n for n in names if n not in self.caffe.blob_nodes]
         if unknown:
-            raise Caffe2TorchError(f"no blob named {unknown} in net '{self.caffe.graph.name}'; "
-                                   f"known blobs: {sorted(self.caffe.blob_nodes)}")
+            raise self.caffe.unknown_blobs_error(unknown)
         return self._located(self.blob_module({n: self.caffe.blob_nodes[n] for n in names}),
                              *args)
 
@@ -78,7 +91,9 @@ class CaffeNet(fx.GraphModule):
         names = list(self.caffe.layer_nodes) if layers is None else list(layers)
         unknown = [n for n in names if n not in self.caffe.layer_nodes]
         if unknown:
-            raise Caffe2TorchError(f"no layer named {unknown} in net '{self.caffe.graph.name}'")
+            raise Caffe2TorchError(f"no layer named {unknown} in net '{self.caffe.graph.name}'"
+                                   + ("; optimize() folds layers away, the plain net has them"
+                                      if self.caffe.passes else ""))
         wanted = {f"{n}\0{i}": node for n in names
                   for i, node in enumerate(self.caffe.layer_nodes[n])}
         values = self.blob_module(wanted)(*args)

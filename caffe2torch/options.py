@@ -56,6 +56,14 @@ def parse_variants(values: list[str] | None) -> dict[str, str]:
     return variants
 
 
+def add_optimize_argument(parser: argparse.ArgumentParser) -> None:
+    """``--no-optimize``: run the net as built instead of :func:`caffe2torch.optimize`'s model
+    (commands that run nets for their results use the optimised one by default)."""
+    parser.add_argument("--no-optimize", dest="optimize", action="store_false",
+                        help="run the plain converted net, not the inference-optimised one "
+                             "(same results within 1e-5, slower)")
+
+
 def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     """``--device`` and ``--dtype``, for the commands that run a net."""
     group = parser.add_argument_group("device")

@@ -26,6 +26,7 @@ from caffe2torch.commands.build import resolve_net
 from caffe2torch.options import (
     add_device_arguments,
     add_net_arguments,
+    add_optimize_argument,
     add_preprocess_arguments,
     add_zoo_argument,
 )
@@ -46,12 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blob", help="the blob with the class scores (default: the net's "
                                        "only output)")
     add_device_arguments(parser)
+    add_optimize_argument(parser)
     add_preprocess_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from caffe2torch.preprocess import load_image
-    from caffe2torch.research._options import build_for_images, zoo_entry
+    from caffe2torch.research._options import build_for_images, optimized_for, zoo_entry
     from caffe2torch.research.classification import (
         check_class_labels,
         check_top,
@@ -76,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     blob = args.blob or output_blob(net)
     if labels is not None:
         check_class_labels(labels, class_count(net, blob), source)
+    if blob in net.caffe.blob_nodes:  # else classify() names the missing blob
+        net = optimized_for(args, net, keep=[blob])
     result = classify(net, args.image, top=args.top, labels=labels, preprocessing=prep,
                       blob=blob)
     if args.json:

@@ -28,6 +28,7 @@ from caffe2torch.commands.build import resolve_net
 from caffe2torch.options import (
     add_device_arguments,
     add_net_arguments,
+    add_optimize_argument,
     add_preprocess_arguments,
     add_zoo_argument,
 )
@@ -51,18 +52,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--blob", help="the blob with the detections (default: the top of the "
                                        "net's DetectionOutput layer)")
     add_device_arguments(parser)
+    add_optimize_argument(parser)
     add_preprocess_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from caffe2torch.preprocess import load_image
-    from caffe2torch.research._options import build_for_images, zoo_entry
+    from caffe2torch.research._options import build_for_images, optimized_for, zoo_entry
     from caffe2torch.research.detection import (
         background_label,
         check_image_output,
         check_labels,
         check_threshold,
         detect,
+        detection_blob,
         draw_detections,
         format_detections,
         num_classes,
@@ -84,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         entry = zoo_entry(args) or entry_for_prototxt(net_path)
         labels = entry.manifest.get("labels") if entry is not None else None
+    net = optimized_for(args, net, keep=[detection_blob(graph, args.blob)])
     found = detect(net, picture, preprocessing=prep, threshold=threshold, labels=labels,
                    blob=args.blob)
     if args.json:

@@ -30,6 +30,7 @@ from caffe2torch.commands.build import resolve_net
 from caffe2torch.options import (
     add_device_arguments,
     add_net_arguments,
+    add_optimize_argument,
     add_preprocess_arguments,
     add_zoo_argument,
 )
@@ -57,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="discard an earlier interrupted run instead of resuming it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_device_arguments(parser)
+    add_optimize_argument(parser)
     add_preprocess_arguments(parser)
 
 
@@ -84,7 +86,7 @@ def _extract(args: argparse.Namespace) -> int:
                 net, args.images, blobs, args.output, preprocessing=prep,
                 batch_size=args.batch_size, workers=args.workers,
                 checkpoint_every=args.checkpoint_every, resume=not args.restart,
-                progress=not args.no_progress)
+                progress=not args.no_progress, optimize=args.optimize)
         except ExtractInterrupted as stop:
             done = stop.result
             rank = f" (rank {done.rank})" if done.world_size > 1 else ""

@@ -14,6 +14,16 @@ from caffe2torch.preprocess import Preprocessing, default_preprocessing, parse_m
 log = logging.getLogger("caffe2torch")
 
 
+def optimized_for(args: argparse.Namespace, net: CaffeNet, keep=()) -> CaffeNet:
+    """The net to run for ``args``: optimised (keeping the blobs ``keep`` names readable with
+    ``outputs=``) unless ``--no-optimize`` was given. ``net`` is consumed: its modules move
+    into the optimised model, so run only the returned one."""
+    if not getattr(args, "optimize", True):
+        return net
+    from caffe2torch.passes import optimize
+    return optimize(net, keep=keep, copy_modules=False)
+
+
 def zoo_entry(args: argparse.Namespace):
     if not getattr(args, "zoo", None):
         return None

@@ -108,7 +108,8 @@ def extract_features(
         output: str | os.PathLike[str], *, preprocessing: Preprocessing | None = None,
         batch_size: int = 32, workers: int = 2, checkpoint_every: int = 10, resume: bool = True,
         progress: bool = False, files: Sequence[str] | None = None,
-        on_batch: Callable[[int, int], None] | None = None) -> ExtractResult:
+        on_batch: Callable[[int, int], None] | None = None,
+        optimize: bool = False) -> ExtractResult:
     """Features of ``blobs`` for every image under ``images``, written to ``output``.
 
     ``files`` restricts the run to those paths (relative to ``images``). ``workers`` threads
@@ -126,6 +127,8 @@ def extract_features(
     block per rank, each rank writes its own shards into the shared ``OUT.partial/``, and rank 0
     merges them into ``output`` in the listing's order once every rank is done (the folder must
     be on a filesystem every machine sees). The progress bar (rank 0) counts the whole job.
+    ``optimize=True`` runs :func:`caffe2torch.optimize`'s model of ``net`` (keeping ``blobs``;
+    the same features within 1e-5, and a run resumes either way).
     """
     output = Path(output)
     blobs = list(dict.fromkeys(blobs))
@@ -137,6 +140,9 @@ def extract_features(
     fingerprint = _fingerprint(net, blobs, prep)
     _check_same_job(ranks, fingerprint, listing)
     store = _open_store(ranks, Path(f"{output}.partial"), fingerprint, resume)
+    if optimize:
+        from caffe2torch.passes import optimize as optimize_net
+        net = optimize_net(net, keep=blobs)
     done = store.done_files()
     ranks.barrier()  # every rank has read the same shards before any rank writes
     todo = _job_batches(listing, batch_size, done)
