@@ -89,6 +89,7 @@ NETS = [
     Net("googlenet", ZOO / "bvlc_googlenet" / "deploy.prototxt"),
     Net("mobilenet_v2", SHARED / "corpus" / "prototxt" / "mobilenet_v2_deploy.prototxt"),
     Net("squeezenet_v1.1", ZOO / "squeezenet_v1.1" / "deploy.prototxt"),
+    Net("mobilenet_ssd", ZOO / "mobilenet_ssd" / "deploy.prototxt"),
 ]
 
 
@@ -187,6 +188,10 @@ def _check_outputs(outputs: dict[str, object]) -> None:
     reference = np.asarray(outputs["plain"]).reshape(-1)
     for name, value in outputs.items():
         value = np.asarray(value[0] if isinstance(value, tuple) else value).reshape(-1)
+        if value.shape != reference.shape:  # rows a DetectionOutput keeps (OpenCV's differ)
+            print(f"  note: {name} gives {value.size} output values, plain {reference.size} "
+                  "(a data-dependent row count; not compared)")
+            continue
         error = np.abs(value - reference).max() / max(np.abs(reference).max(), 1e-30)
         if error > 1e-3:
             print(f"  warning: {name} differs from plain by {error:.2g} (relative max)")
