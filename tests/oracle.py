@@ -80,18 +80,3 @@ def assert_close(actual, expected, rel: float = 1e-4, what: str = "") -> None:
     assert error <= rel, f"{what}: relative max error {error:.3g} > {rel:g}"
 
 
-def opencv_blobs(prototxt: Path, caffemodel: Path, inputs: Mapping[str, np.ndarray],
-                 producers: Mapping[str, tuple[str, int]]) -> dict[str, np.ndarray]:
-    """Blob values from OpenCV, given each blob's producing layer and top index.
-
-    OpenCV names a layer after its top when it splits it (a Convolution with several
-    bottom/top pairs) or when the top differs from the layer name; those blobs are asked for by
-    their top name.
-    """
-    cv2 = pytest.importorskip("cv2")
-    known = set(cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel)).getLayerNames())
-    asked = {blob: (layer, index) if layer in known else (blob, 0)
-             for blob, (layer, index) in producers.items()}
-    names = sorted({name for name, _ in asked.values()})
-    tops = opencv_layer_tops(prototxt, caffemodel, inputs, names)
-    return {blob: tops[name][index] for blob, (name, index) in asked.items()}
