@@ -13,6 +13,8 @@ from caffe2torch.errors import Caffe2TorchError, ShapeError
 from caffe2torch.ir.graph import LayerNode, NetGraph
 from caffe2torch.ir.memory import allocation_guard, check_memory
 from caffe2torch.layers.registry import get_converter
+from caffe2torch.modules.basic import InnerProduct
+from caffe2torch.modules.pooling import CaffePool2d
 
 
 @dataclass
@@ -124,10 +126,54 @@ class CaffeNet(fx.GraphModule):
             graph = fx.Graph(owning_module=self)
             graph.graph_copy(self.graph, {})
             nodes = {node.name: node for node in graph.nodes}
-            graph.output({k: nodes[v] for k, v in wanted.items()})
+            targets = {k: nodes[v] for k, v in wanted.items()}
+            moved = self._out_of_place(graph, set(targets.values()))
+            graph.output({k: moved.get(node, node) for k, node in targets.items()})
             graph.eliminate_dead_code()
             cache[key] = fx.GraphModule(self, graph)
         return cache[key]
+
+    def _out_of_place(self, graph: fx.Graph, read: set[fx.Node]) -> dict[fx.Node, fx.Node]:
+        """An activation the forward runs in place (see :func:`_activations_in_place`) runs out
+        of place where its input is read too (a layer's own output asked for by
+        ``layer_outputs``); returns each replaced node's replacement."""
+        moved: dict[fx.Node, fx.Node] = {}
+        for node in list(graph.nodes):
+            if node.op != "call_module" or not node.args or node.args[0] not in read:
+                continue
+            module = self.get_submodule(node.target)
+            if not getattr(module, "inplace", False) or type(module) not in _IN_PLACE:
+                continue
+            slope = getattr(module, "negative_slope", 0.0)
+            with graph.inserting_before(node):
+                copy = graph.call_function(torch.nn.functional.leaky_relu, (node.args[0], slope)) \
+                    if slope else graph.call_function(torch.relu, (node.args[0],))
+            node.replace_all_uses_with(copy)
+            graph.erase_node(node)
+            moved[node] = copy
+        return moved
+
+
+_IN_PLACE = (nn.ReLU, nn.LeakyReLU)
+#: Modules whose output is a new tensor that shares memory with no other value.
+_FRESH_OUTPUT = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                 nn.ConvTranspose3d, InnerProduct, CaffePool2d)
+
+
+def _activations_in_place(fx_graph: fx.Graph, modules: Mapping[str, nn.Module]) -> None:
+    """ReLU runs in place (as Caffe's in-place ReLU does) where its input is the fresh output of
+    a convolution, inner product or pooling that nothing else reads: the value it overwrites
+    is no Caffe blob's final value, and :meth:`CaffeNet.blob_module` runs it out of place where
+    ``layer_outputs`` asks for that value."""
+    for node in fx_graph.nodes:
+        module = modules.get(node.target) if node.op == "call_module" else None
+        if type(module) not in _IN_PLACE or len(node.args) != 1:
+            continue
+        source = node.args[0]
+        if (isinstance(source, fx.Node) and source.op == "call_module"
+                and len(source.users) == 1
+                and isinstance(modules.get(source.target), _FRESH_OUTPUT)):
+            module.inplace = True
 
 
 def _failing_layer(net: CaffeNet, args: tuple) -> str | None:
@@ -199,6 +245,7 @@ def _build_module(graph: NetGraph) -> CaffeNet:
         _emit_aliases(fx_graph, node, graph, values)
     outputs = [values[b] for b in graph.outputs]
     fx_graph.output(outputs[0] if len(outputs) == 1 else tuple(outputs))
+    _activations_in_place(fx_graph, modules)
     net = CaffeNet(modules, fx_graph, class_name=_class_name(graph.name))
     info = CaffeInfo(
         graph=graph,

@@ -89,6 +89,9 @@ class _Work:
         children = dict(net.named_children())
         self.modules: dict[str, nn.Module] = copy.deepcopy(children) if copy_modules \
             else children
+        for module in self.modules.values():  # the plain net's in-place ReLUs: see run_in_place
+            if isinstance(module, (nn.ReLU, nn.LeakyReLU)):
+                module.inplace = False
         self.where: dict[str, fx.Node | None] = {n.name: n for n in self.graph.nodes}
         self.gone: dict[str, str] = {}  # original value -> the layer it went into
         self.changed: set[str] = set()  # modules no longer the Caffe layer's own

@@ -166,3 +166,31 @@ def test_layer_names_that_are_not_identifiers(write_net):
     assert "forward_.weight" in keys
     assert net(torch.zeros(1, 3, 8, 8)).shape == (1, 2, 8, 8)
     assert np.isfinite(net(torch.ones(1, 3, 8, 8)).detach().numpy()).all()
+
+
+def test_in_place_relu_keeps_every_value_readable(write_net):
+    """ReLU after a convolution runs in place in the forward (as Caffe's does); the value it
+    overwrites stays readable through layer_outputs, and outputs= gives Caffe's final blob."""
+    path = write_net('input: "data" input_shape { dim: 2 dim: 3 dim: 7 dim: 6 }\n'
+                     'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"\n'
+                     '  convolution_param { num_output: 4 kernel_size: 3 } }\n'
+                     'layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }\n'
+                     'layer { name: "ip" type: "InnerProduct" bottom: "conv" top: "ip"\n'
+                     '  inner_product_param { num_output: 3 } }\n'
+                     'layer { name: "leaky" type: "ReLU" bottom: "ip" top: "ip"\n'
+                     '  relu_param { negative_slope: 0.25 } }\n')
+    net = caffe2torch.build(path)
+    assert net.relu.inplace and net.leaky.inplace
+    x = torch.randn(2, 3, 7, 6, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        raw = torch.nn.functional.conv2d(x, net.conv.weight, net.conv.bias)
+        layers = net.layer_outputs(x, layers=["conv", "relu", "ip", "leaky"])
+        blobs = net(x, outputs=["conv", "ip"])
+        out = net(x)
+    torch.testing.assert_close(layers["conv"][0], raw)
+    torch.testing.assert_close(layers["relu"][0], raw.clamp_min(0))
+    torch.testing.assert_close(blobs["conv"], raw.clamp_min(0))
+    ip = raw.clamp_min(0).flatten(1) @ net.ip.weight.T + net.ip.bias
+    torch.testing.assert_close(layers["ip"][0], ip)
+    torch.testing.assert_close(out, torch.nn.functional.leaky_relu(ip, 0.25))
+    torch.testing.assert_close(blobs["ip"], out)
