@@ -3,11 +3,11 @@ class score is linear in the layer's activations, the figure with its colour bar
 an output folder that is checked first and never left empty."""
 from __future__ import annotations
 
-import matplotlib.cbook
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_research_figures import HOPPER, TINY
 
 import caffe2torch
 from caffe2torch.cli import main
@@ -15,21 +15,6 @@ from caffe2torch.preprocess import default_preprocessing
 from caffe2torch.research import visualize
 from caffe2torch.research.figures import VisualizeError, grad_cam
 
-HOPPER = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
-TINY = """name: "tiny"
-layer { name: "data" type: "Input" top: "data"
-  input_param { shape { dim: 1 dim: 3 dim: 40 dim: 36 } } }
-layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
-  convolution_param { num_output: 12 kernel_size: 5 stride: 2 } }
-layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
-layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
-  convolution_param { num_output: 10 kernel_size: 3 pad: 1 } }
-layer { name: "relu2" type: "ReLU" bottom: "conv2" top: "conv2" }
-layer { name: "pool2" type: "Pooling" bottom: "conv2" top: "pool2"
-  pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
-layer { name: "fc7" type: "InnerProduct" bottom: "pool2" top: "fc7"
-  inner_product_param { num_output: 6 } }
-"""
 SOFTMAX = TINY + 'layer { name: "prob" type: "Softmax" bottom: "fc7" top: "prob" }\n'
 
 

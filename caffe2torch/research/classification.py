@@ -21,10 +21,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from caffe2torch.errors import Caffe2TorchError
+from caffe2torch.research.labels import name_lines, read_text
 
 if TYPE_CHECKING:
     from caffe2torch.build import CaffeNet
@@ -100,22 +100,7 @@ def check_top(top: int) -> int:
 def read_class_labels(path: str | os.PathLike[str]) -> list[str]:
     """Class names by output index from a text file: one per line, blank lines at the end
     ignored (a ``synset_words.txt`` line ``n01440764 tench, Tinca tinca`` is one name)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ClassifyError(f"labels file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ClassifyError(f"labels file {path}: cannot read it ({err})") from None
-    names = [line.strip() for line in text.splitlines()]
-    while names and not names[-1]:
-        names.pop()
-    empty = [i + 1 for i, name in enumerate(names) if not name]
-    if not names or empty:
-        where = f"blank line(s) {empty[:5]}" if empty else "no names"
-        raise ClassifyError(f"labels file {path}: {where}; expected one class name per line, "
-                            "line 1 for class 0")
-    return names
+    return name_lines(path, read_text(path, ClassifyError), ClassifyError, "class 0")
 
 
 def check_class_labels(labels: Sequence[str], classes: int, source: str) -> None:

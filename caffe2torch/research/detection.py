@@ -33,6 +33,7 @@ import numpy as np
 from caffe2torch.devices import as_input, as_numpy
 from caffe2torch.errors import Caffe2TorchError
 from caffe2torch.preprocess import ImageInput, Preprocessing, load_image
+from caffe2torch.research.labels import name_lines, read_text
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -229,23 +230,10 @@ def read_labels(path: str | os.PathLike[str]) -> list[str]:
     the background of SSD nets; blank lines at the end are ignored), or an SSD ``LabelMap``
     prototxt (``item { name label display_name }``, as ``labelmap_voc.prototxt``)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DetectionError(f"labels file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise DetectionError(f"labels file {path}: cannot read it ({err})") from None
+    text = read_text(path, DetectionError)
     if path.suffix == ".prototxt" or text.lstrip().startswith("item"):
         return _label_map(path, text)
-    names = [line.strip() for line in text.splitlines()]
-    while names and not names[-1]:
-        names.pop()
-    empty = [i + 1 for i, name in enumerate(names) if not name]
-    if not names or empty:
-        where = f"blank line(s) {empty[:5]}" if empty else "no names"
-        raise DetectionError(f"labels file {path}: {where}; expected one class name per line, "
-                             f"line 1 for label 0 (the background)")
-    return names
+    return name_lines(path, text, DetectionError, "label 0 (the background)")
 
 
 def _label_map(path: Path, text: str) -> list[str]:
