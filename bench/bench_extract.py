@@ -146,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-optimize", action="store_true",
+                        help="time the plain net (the extract command runs the optimised one)")
     args = parser.parse_args(argv)
     net_path, weights, blob, prep = default_net()
     if args.net:
@@ -153,10 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     blobs = (args.blobs or blob).split(",")
     net = caffe2torch.build(net_path, weights, device=args.device, dtype=args.dtype)
     prep = prep or default_preprocessing(net.caffe.graph)
+    if not args.no_optimize:  # what the extract command runs
+        net = caffe2torch.optimize(net, keep=blobs, copy_modules=False)
     folder = make_photos(CACHE / f"photos_{args.images}", args.images)
     rates = bench(net, folder, prep, blobs, args.batch_size, args.workers, args.repeat)
     print(f"{net_path.name} ({net.caffe.graph.name}), blobs {blobs}, {args.images} photographs, "
           f"batch {args.batch_size}, {args.workers} workers, {args.device} {args.dtype}, "
+          f"{'plain' if args.no_optimize else 'optimised'} net, "
           f"{torch.get_num_threads()} torch threads")
     print(report(rates))
     return 0
