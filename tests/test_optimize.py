@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from oracle import CORPUS, max_rel_error, require_shared
+from test_corpus import INPUTS as CORPUS_INPUTS
 
 import caffe2torch
 from caffe2torch import Caffe2TorchError
@@ -100,25 +101,7 @@ def module_types(net) -> set[str]:
 
 CORPUS_FILES = sorted(p.name for p in CORPUS.glob("*.prototxt")) if CORPUS.exists() \
     else ["<corpus missing>"]
-SMALLER = {  # inputs the files leave open, or smaller ones that keep heavy nets fast
-    "fcn32s_nyud_color_d_test": {"color": (1, 3, 70, 90), "depth": (1, 1, 70, 90)},
-    "fcn32s_voc_val": {"data": (1, 3, 70, 90)},
-    "fcn_alexnet_voc_val": {"data": (1, 3, 70, 90)},
-    "fcn8s_voc_deploy": {"data": (1, 3, 70, 90)},
-    "openpose_coco_pose_deploy_linevec": {"image": (1, 3, 80, 96)},
-    "openpose_face_pose_deploy": {"image": (1, 3, 80, 72)},
-    "openpose_hand_pose_deploy": {"image": (1, 3, 72, 80)},
-    "openpose_mpi_faster_4_stages_deploy": {"image": (1, 3, 80, 96)},
-    "colorization_deploy_v2": {"data_l": (1, 1, 96, 80)},
-    "opencv_test_reshape_and_slice_routines": {"input": (2, 3, 4, 5)},
-    "alexnet_places365_train_val": {"data": (1, 3, 227, 227)},
-    "bvlc_caffenet_imagenet_val_v0_legacy": {"data": (1, 3, 227, 227)},
-    "bvlc_cifar10_full_sigmoid_bn_train_test": {"data": (2, 3, 32, 32)},
-    "bvlc_lenet_mnist_train_test": {"data": (3, 1, 28, 28)},
-    "bvlc_reference_caffenet_train_val": {"data": (1, 3, 227, 227)},
-    "nin_imagenet_train_val_v1": {"data": (1, 3, 224, 224)},
-    "squeezenet_v1.1_train_val": {"data": (1, 3, 227, 227)},
-}
+SMALLER = CORPUS_INPUTS  # the corpus test's open and smaller inputs
 
 
 VARIANTS = {"faceboxes_deploy": {"PriorBox": "faceboxes"}}  # its fork's priors (test_layers_ssd)
