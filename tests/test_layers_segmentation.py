@@ -11,9 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import prototxt_text
 import pytest
 import torch
 from oracle import assert_close, opencv_layers
+from prototxt_text import layer
 from reference import segmentation as ref
 
 import caffe2torch
@@ -29,17 +31,7 @@ SHAPE = (2, 3, 5, 7)  # N, C, H, W all different
 
 
 def net_text(layers: str, shape=SHAPE, inputs=("data",)) -> str:
-    dims = " ".join(f"dim: {d}" for d in shape)
-    tops = " ".join(f'top: "{name}"' for name in inputs)
-    shapes = " ".join(f"shape {{ {dims} }}" for _ in inputs)
-    return (f'name: "seg"\nlayer {{ name: "input" type: "Input" {tops} '
-            f"input_param {{ {shapes} }} }}\n{layers}\n")
-
-
-def layer(name: str, kind: str, params: str = "", bottoms=("data",), tops=None) -> str:
-    tops = (name,) if tops is None else tops
-    wires = " ".join([f'bottom: "{b}"' for b in bottoms] + [f'top: "{t}"' for t in tops])
-    return f'layer {{ name: "{name}" type: "{kind}" {wires} {params} }}'
+    return prototxt_text.net_text(layers, shape, inputs, name="seg")
 
 
 def sample(shape, seed: int = 0) -> np.ndarray:

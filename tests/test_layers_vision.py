@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from oracle import assert_close, max_rel_error, opencv_layers
+from prototxt_text import layer
 from reference import vision as ref
 
 import caffe2torch
@@ -32,12 +33,6 @@ def net_text(layers: str, shape=SHAPE, *, inputs: tuple[str, ...] = ("data",)) -
     shapes = " ".join(f"shape {{ {dims} }}" for _ in inputs)
     return (f'name: "vision"\nlayer {{ name: "input" type: "Input" {tops} '
             f"input_param {{ {shapes} }} }}\n{layers}\n")
-
-
-def layer(name: str, kind: str, params: str, bottoms=("data",), tops=None) -> str:
-    tops = (name,) if tops is None else tops
-    wires = " ".join([f'bottom: "{b}"' for b in bottoms] + [f'top: "{t}"' for t in tops])
-    return f'layer {{ name: "{name}" type: "{kind}" {wires} {params} }}'
 
 
 def make_net(tmp_path: Path, text: str, seed: int = 0):

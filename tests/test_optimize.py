@@ -9,10 +9,12 @@ import itertools
 import math
 
 import numpy as np
+import prototxt_text
 import pytest
 import torch
 import torch.nn.functional as F
 from oracle import CORPUS, max_rel_error, require_shared
+from prototxt_text import layer
 from test_corpus import INPUTS as CORPUS_INPUTS
 
 import caffe2torch
@@ -28,15 +30,7 @@ SHAPE = (2, 6, 9, 11)  # N, C, H, W all different
 
 
 def net_text(layers: str, shape=SHAPE) -> str:
-    dims = " ".join(f"dim: {d}" for d in shape)
-    return (f'name: "opt"\nlayer {{ name: "input" type: "Input" top: "data" '
-            f"input_param {{ shape {{ {dims} }} }} }}\n{layers}\n")
-
-
-def layer(name: str, kind: str, params: str = "", bottoms=("data",), tops=None) -> str:
-    tops = (name,) if tops is None else tops
-    wires = " ".join([f'bottom: "{b}"' for b in bottoms] + [f'top: "{t}"' for t in tops])
-    return f'layer {{ name: "{name}" type: "{kind}" {wires} {params} }}'
+    return prototxt_text.net_text(layers, shape, name="opt")
 
 
 def conv(name: str, bottom: str, top: str | None = None, bias: bool = True, out: int = 5,
